@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up .venv for this checkout: idempotent, fast when already done.
+#
+# The heavy dependencies (torch is ~5 GB) live in one shared virtual environment per
+# dependency set, keyed by a hash of pyproject.toml's dependency lists, under
+# ${SIMCLR_AD_CACHE:-~/.cache/simclr-ad}. This checkout's .venv is a small venv that
+# sees the shared one's site-packages through a .pth file and holds an editable install
+# of the project, so fresh clones (as CI makes) reuse the install instead of repeating it.
+# A machine with nothing cached builds the shared venv once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+CACHE=${SIMCLR_AD_CACHE:-$HOME/.cache/simclr-ad}
+
+key=$($PY - <<'PYEOF'
+import hashlib, json, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = [project["dependencies"], project.get("optional-dependencies", {})]
+print(hashlib.sha256(json.dumps([deps, sys.version_info[:2]], sort_keys=True).encode()).hexdigest()[:16])
+PYEOF
+)
+deps_venv="$CACHE/deps-$key"
+
+if [ ! -f "$deps_venv/.complete" ]; then
+    echo "bootstrap: installing dependencies into $deps_venv (once per dependency set)"
+    rm -rf "$deps_venv"
+    mkdir -p "$CACHE"
+    $PY -m venv "$deps_venv"
+    "$deps_venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    mapfile -t reqs < <($PY - <<'PYEOF'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    print(req)
+PYEOF
+)
+    "$deps_venv/bin/python" -m pip install -q "${reqs[@]}"
+    touch "$deps_venv/.complete"
+fi
+
+site=$("$deps_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -f .venv/.deps ] || [ "$(cat .venv/.deps)" != "$deps_venv" ] || [ ! -x .venv/bin/simclr-ad ]; then
+    rm -rf .venv
+    $PY -m venv --without-pip .venv
+    own_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$site" > "$own_site/_simclr_ad_deps.pth"
+    for tool in ruff mypy pytest; do ln -sf "$deps_venv/bin/$tool" ".venv/bin/$tool"; done
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    echo "$deps_venv" > .venv/.deps
+fi

@@ -1,0 +1,1 @@
+"""Dataset readers (MVTec AD layout), the synthetic generator and batched augmentations."""

@@ -1,0 +1,1 @@
+"""Backbone factory (timm), projection head and the SimCLR model."""
