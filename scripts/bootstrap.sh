@@ -34,7 +34,11 @@ for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
     print(req)
 PYEOF
 )
-    "$deps_venv/bin/python" -m pip install -q "${reqs[@]}"
+    # The machine's pip config names local wheel folders; silence its "is ignored" chatter.
+    if ! "$deps_venv/bin/python" -m pip install -q "${reqs[@]}" 2>&1 | { grep -v "is ignored" || true; }; then
+        echo "bootstrap: installing the dependencies failed (see pip's messages above)" >&2
+        exit 1
+    fi
     touch "$deps_venv/.complete"
 fi
 
@@ -44,7 +48,12 @@ if [ ! -f .venv/.deps ] || [ "$(cat .venv/.deps)" != "$deps_venv" ] || [ ! -x .v
     $PY -m venv --without-pip .venv
     own_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$site" > "$own_site/_simclr_ad_deps.pth"
-    for tool in ruff mypy pytest; do ln -sf "$deps_venv/bin/$tool" ".venv/bin/$tool"; done
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    ln -sf "$deps_venv/bin/ruff" .venv/bin/ruff
+    for tool in mypy pytest; do  # run under this venv's python, which sees the project
+        printf '#!/bin/sh\nexec "$(dirname "$0")/python" -m %s "$@"\n' "$tool" > ".venv/bin/$tool"
+        chmod +x ".venv/bin/$tool"
+    done
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 \
+        | { grep -v -e "is ignored" -e "Warning" -e "^ *$" -e "^ *[!*]" || true; }
     echo "$deps_venv" > .venv/.deps
 fi

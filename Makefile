@@ -1,0 +1,26 @@
+# Both targets set up .venv on a fresh machine first (idempotent; fast once done).
+.PHONY: demo test lint typecheck unit venv clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	$(VENV)/bin/simclr-ad demo --out demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: venv
+	$(PY) -m mypy
+
+unit: venv
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,120 @@
+"""The saved detector: ``model.safetensors`` (tensors) + ``model.json`` (metadata). No pickle.
+
+``model.json`` records the format version and the SHA-256 of ``model.safetensors``, so a
+missing, truncated, tampered or newer-format bundle is refused with one clear message. A bundle
+is written to a temporary folder beside the target and renamed into place, so an interrupted
+write leaves the previous bundle intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from simclr_ad.errors import UserError
+
+BUNDLE_FORMAT = 1
+TENSORS_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """Tensors (model weights, later scorer state) and JSON-able metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_bundle(folder: Path, bundle: Bundle) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder``, replacing it atomically."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in bundle.tensors.items()}
+        save_file(tensors, str(staging / TENSORS_FILE))
+        metadata = {"format_version": BUNDLE_FORMAT, **bundle.metadata}
+        metadata["tensors_sha256"] = _sha256(staging / TENSORS_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+        _replace_folder(staging, folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write model bundle {folder}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move ``new`` onto ``target``; the old folder is kept aside until the rename succeeded."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """Read and verify a bundle; raises UserError naming the problem."""
+    meta_path, tensor_path = folder / METADATA_FILE, folder / TENSORS_FILE
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise UserError(
+            f"{folder} is not a model bundle: expected {METADATA_FILE} and {TENSORS_FILE}"
+        )
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model bundle {meta_path} is unreadable or corrupt: {exc}") from None
+    if not isinstance(metadata, dict) or "format_version" not in metadata:
+        raise UserError(f"{meta_path} is not a simclr-ad model description")
+    if metadata["format_version"] > BUNDLE_FORMAT:
+        raise UserError(
+            f"model bundle {folder} has format {metadata['format_version']}, newer than this "
+            f"simclr-ad reads ({BUNDLE_FORMAT}); upgrade simclr-ad"
+        )
+    if _sha256(tensor_path) != metadata.get("tensors_sha256"):
+        raise UserError(
+            f"model bundle {folder}: {TENSORS_FILE} does not match its recorded hash "
+            "(truncated or modified)"
+        )
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"model bundle {tensor_path} is corrupt: {exc}") from None
+    return Bundle(tensors, metadata)
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``{prefix + key: tensor}`` for storing several state dicts in one bundle."""
+    return {f"{prefix}{k}": v for k, v in state.items()}
+
+
+def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``tensors`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,171 @@
+"""Typed, frozen configuration: defaults, YAML files and CLI overrides, validated in one place.
+
+Precedence: dataclass defaults < ``--config FILE.yaml`` < explicit command-line flags.
+Unknown keys and out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key,
+the value and the valid choices. The resolved config is written next to every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simclr_ad.errors import UserError
+
+AUGMENT_PRESETS = ("seed", "default")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Defaults follow the reference write-up."""
+
+    data: str = ""
+    categories: tuple[str, ...] = ()  # empty: every category found under ``data``
+    out: str = ""
+    # data
+    val_fraction: float = 0.1
+    val_min: int = 5  # at least this many validation images where a category has 4x as many
+    image_size: int = 224
+    # model
+    backbone: str = "resnet18"
+    weights: str = "imagenet"  # imagenet | none | PATH to .safetensors / state dict
+    head_hidden: tuple[int, ...] = (512, 256)
+    head_out: int = 128
+    head_dropout: tuple[float, ...] = (0.1, 0.05)
+    # optimisation
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    temperature: float = 0.07
+    augment: str = "default"
+    # run
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 10
+    amp: bool = True  # only takes effect on CUDA
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-friendly dict (tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+def _fail(key: str, value: object, expected: str) -> None:
+    raise UserError(f"invalid config value {key}={value!r}: expected {expected}")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    checks: list[tuple[str, bool, str]] = [
+        ("val_fraction", 0.0 <= cfg.val_fraction < 1.0, "a number in [0, 1)"),
+        ("val_min", cfg.val_min >= 0, "an integer >= 0"),
+        ("image_size", 32 <= cfg.image_size <= 2048, "an integer in [32, 2048]"),
+        ("head_out", cfg.head_out >= 1, "an integer >= 1"),
+        ("head_hidden", all(d >= 1 for d in cfg.head_hidden), "a list of positive integers"),
+        (
+            "head_dropout",
+            len(cfg.head_dropout) == len(cfg.head_hidden)
+            and all(0.0 <= p < 1.0 for p in cfg.head_dropout),
+            f"one probability in [0, 1) per hidden layer ({len(cfg.head_hidden)})",
+        ),
+        ("epochs", cfg.epochs >= 0, "an integer >= 0"),
+        ("batch_size", cfg.batch_size >= 2, "an integer >= 2 (NT-Xent needs negatives)"),
+        ("lr", cfg.lr > 0, "a number > 0"),
+        ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
+        ("temperature", cfg.temperature > 0, "a number > 0"),
+        ("augment", cfg.augment in AUGMENT_PRESETS, f"one of {', '.join(AUGMENT_PRESETS)}"),
+        ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
+        ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
+        ("backbone", bool(cfg.backbone), "a timm model name"),
+        ("weights", bool(cfg.weights), "imagenet, none or a path to a weights file"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            _fail(key, getattr(cfg, key), expected)
+    for name in cfg.categories:
+        if not name or "/" in name or name.startswith("."):
+            _fail("categories", name, "plain folder names")
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise UserError."""
+    default = field.default
+    key = field.name
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            _fail(key, value, "a list")
+        element = type(default[0]) if default else str
+        return tuple(_coerce_scalar(key, v, element) for v in value)
+    return _coerce_scalar(key, value, type(default))
+
+
+def _coerce_scalar(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(key, value, "true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(key, value, "a number")
+        return float(value)
+    if value is None or isinstance(value, dict | list):
+        _fail(key, value, "a string")
+    return str(value)
+
+
+def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """Build a validated TrainConfig from a mapping (e.g. a YAML file) plus keyword overrides.
+
+    ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given".
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    merged: dict[str, Any] = dict(base or {})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(merged) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
+        )
+    return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(
+            f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def dump_yaml(config: TrainConfig) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,87 @@
+"""Decoding image and mask files into 8-bit RGB arrays, whatever their mode."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+class UnreadableImageError(Exception):
+    """A file that cannot be decoded as an image; the message names the file and the reason."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, 16-bit, palette, RGBA and CMYK images -> 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        peak = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file into an 8-bit RGB array, optionally resized to ``size``×``size``.
+
+    EXIF orientation is applied. Resizing uses bicubic interpolation with antialiasing.
+
+    Returns:
+        uint8 array of shape H×W×3.
+
+    Raises:
+        UnreadableImageError: the file is missing, empty, truncated or not an image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image.load()
+        image = _to_rgb(image)
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UnreadableImageError(path, "too many pixels (decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise UnreadableImageError(path, "not a readable image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UnreadableImageError(path, f"cannot decode ({exc})") from None
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_mask(path: Path | None, size: int) -> np.ndarray:
+    """Read a ground-truth mask as a binary size×size array; ``None`` means an all-good image.
+
+    Any non-zero pixel counts as defective; resizing uses nearest neighbour so it stays binary.
+
+    Returns:
+        bool array of shape size×size.
+    """
+    if path is None:
+        return np.zeros((size, size), dtype=bool)
+    try:
+        with Image.open(path) as opened:
+            mask = opened.convert("L")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UnreadableImageError(path, f"cannot decode mask ({exc})") from None
+    if mask.size != (size, size):
+        mask = mask.resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(mask) > 0

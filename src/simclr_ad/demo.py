@@ -1,0 +1,64 @@
+"""The demo: synthetic data -> a short SimCLR training run, on 2 CPU cores in a few minutes."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from simclr_ad.config import build_config
+from simclr_ad.data.synthetic import generate_dataset
+from simclr_ad.errors import UserError
+from simclr_ad.models.backbone import create_backbone
+from simclr_ad.pipeline import train
+
+log = logging.getLogger(__name__)
+
+MARKER = ".simclr-ad-demo"
+DEMO_DATA: dict[str, Any] = {"image_size": 96, "n_train": 60, "n_test": 8, "seed": 0}
+DEMO_TRAIN: dict[str, Any] = {
+    "image_size": 64,
+    "epochs": 4,
+    "batch_size": 64,
+    "checkpoint_every": 2,
+}
+
+
+def _claim_folder(out: Path) -> None:
+    """Use ``out`` only if it is new, empty, or an earlier demo's folder (never a user's files)."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UserError(f"{out} exists and was not made by the demo; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `simclr-ad demo`; safe to delete\n")
+
+
+def _demo_weights(backbone: str) -> str:
+    """ImageNet weights where they can be had, else random init (said so on the terminal)."""
+    try:
+        create_backbone(backbone, "imagenet")
+    except UserError as exc:
+        log.warning("%s\n-> the demo continues with random init (--weights none)", exc)
+        return "none"
+    return "imagenet"
+
+
+def run_demo(out: Path, *, device: str = "auto") -> Path:
+    """Generate data (once), train, and return the model folder."""
+    _claim_folder(out)
+    data = out / "data"
+    marker = data / MARKER
+    if not marker.exists() or marker.read_text() != repr(DEMO_DATA):  # else reuse the data
+        shutil.rmtree(data, ignore_errors=True)
+        log.info("writing synthetic data to %s", data)
+        generate_dataset(data, **DEMO_DATA)
+        marker.write_text(repr(DEMO_DATA))
+    config = build_config(
+        DEMO_TRAIN,
+        data=str(data),
+        out=str(out / "run"),
+        device=device,
+        weights=_demo_weights("resnet18"),
+    )
+    result = train(config, overwrite=True)
+    return result.model_dir

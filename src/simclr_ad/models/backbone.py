@@ -1,0 +1,123 @@
+"""Backbone factory: any timm model by name, with ImageNet, random or local-file weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from torch import nn
+
+from simclr_ad.errors import UserError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_CHOICES = ("imagenet", "none")
+
+
+def create_backbone(name: str, weights: str = "none") -> nn.Module:
+    """A timm model without its classifier: ``model(x)`` gives pooled features B×C.
+
+    Args:
+        name: a timm model name, e.g. ``resnet18`` or ``efficientnet_lite0``.
+        weights: ``imagenet`` (timm's standard pretrained weights, downloaded once and cached),
+            ``none`` (random init) or a path to a ``.safetensors`` / torch state-dict file with
+            timm key names.
+    """
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise UserError(f"unknown backbone {name!r}: not a timm model name{hint}")
+    if weights == "imagenet":
+        return _pretrained(name)
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    if weights != "none":
+        load_weights_file(model, Path(weights))
+    return model
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection (behind a proxy: assumed yes)."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _pretrained(name: str) -> nn.Module:
+    """timm's pretrained model; offline, only the local cache is tried (no slow retries)."""
+    from huggingface_hub import constants
+
+    offline, saved = not _hub_reachable(), constants.HF_HUB_OFFLINE
+    hub_log = logging.getLogger("huggingface_hub")
+    hub_level = hub_log.level
+    try:
+        if offline:
+            constants.HF_HUB_OFFLINE = True
+            hub_log.setLevel(logging.ERROR)
+        return timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as exc:  # hub, network and cache errors come in many types
+        reason = (
+            "the model hub is unreachable and they are not in the local cache"
+            if offline
+            else (str(exc).splitlines()[0][:160] or type(exc).__name__)
+        )
+        raise UserError(
+            f"cannot get ImageNet weights for {name} ({reason}); use --weights none "
+            "(random init) or --weights PATH (a local .safetensors or state-dict file)"
+        ) from None
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        hub_log.setLevel(hub_level)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file or a torch file (loaded with ``weights_only=True``)."""
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist (use --weights imagenet|none|PATH)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors/torch raise several types for corrupt files
+        raise UserError(
+            f"cannot read weights file {path}: {str(exc).splitlines()[0][:160]}"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"weights file {path} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights_file(model: nn.Module, path: Path) -> None:
+    """Load timm-named weights into ``model``; the classifier's keys are ignored."""
+    state = read_state_dict(path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next(
+            (ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc)
+        )
+        raise UserError(f"weights file {path} does not fit this backbone: {detail[:200]}") from None
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise UserError(
+            f"weights file {path} does not fit this backbone: {len(result.missing_keys)} "
+            f"missing keys (e.g. {shown})"
+        )
+    if result.unexpected_keys:
+        log.info("ignored %d keys from %s (classifier)", len(result.unexpected_keys), path)

@@ -1,0 +1,197 @@
+"""The train command end to end on tiny synthetic data: outputs, exact resume, refusals."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simclr_ad.cli import main
+from tests.conftest import TINY_TRAIN
+
+
+def _log(run: Path) -> list[dict[str, str]]:
+    with open(run / "train_log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return main(["-q", "train", "--data", str(data), "--out", str(out), *TINY_TRAIN, *extra])
+
+
+def test_train_writes_run_folder(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(tiny_data, run, "--epochs", "2", "--checkpoint-every", "1") == 0
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["epoch_001.ckpt", "epoch_002.ckpt", "last.ckpt"]
+    rows = _log(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["loss"]) > 0 and float(r["images_per_s"]) > 0 for r in rows)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["epochs"] == 2 and config["image_size"] == 32
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["categories"] == ["bolt", "fabric"]
+    assert meta["model"]["backbone"] == "resnet18"
+    assert (
+        meta["training"]["n_train"] == 26 and meta["training"]["n_val"] == 2
+    )  # 14 each, 1 held out
+
+
+def test_exact_resume_and_extension(tiny_data: Path, tmp_path: Path) -> None:
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    assert _train(tiny_data, run_a, "--epochs", "4", "--checkpoint-every", "2") == 0
+    resume = [
+        "-q",
+        "train",
+        "--resume",
+        str(run_a / "checkpoints" / "epoch_002.ckpt"),
+        "--out",
+        str(run_b),
+    ]
+    assert main(resume) == 0
+    weights_a = (run_a / "model" / "model.safetensors").read_bytes()
+    assert (run_b / "model" / "model.safetensors").read_bytes() == weights_a
+    assert len(_log(run_b)) == 4
+    # extending beyond the original total, as the write-up's second stage did
+    run_c = tmp_path / "c"
+    extend = [
+        "-q",
+        "train",
+        "--resume",
+        str(run_a / "checkpoints" / "last.ckpt"),
+        "--out",
+        str(run_c),
+    ]
+    assert main([*extend, "--epochs", "5"]) == 0
+    assert [r["epoch"] for r in _log(run_c)] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
+    assert (run_c / "model" / "model.safetensors").read_bytes() != weights_a
+
+
+def test_resume_refuses_changed_settings(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert _train(tiny_data, run, "--epochs", "1") == 0
+    code = main(
+        [
+            "train",
+            "--resume",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--out",
+            str(tmp_path / "r"),
+            "--lr",
+            "0.1",
+            "--epochs",
+            "2",
+        ]
+    )
+    assert code == 2 and "cannot change lr when resuming" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert _train(tiny_data, run, "--epochs", "1") == 0
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    assert _train(tiny_data, run, "--epochs", "1", "--seed", "5") == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert _train(tiny_data, run, "--epochs", "1", "--seed", "5", "--overwrite") == 0
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() != before
+
+
+def test_epochs_zero_saves_initial_encoder(tiny_data: Path, tmp_path: Path) -> None:
+    assert _train(tiny_data, tmp_path / "run", "--epochs", "0") == 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{tmp}/nowhere"], "data root {tmp}/nowhere does not exist"),
+        (
+            ["--data", "{data}", "--categories", "bottle"],
+            "unknown category bottle in {data}; categories found: bolt, fabric",
+        ),
+        (["--data", "{data}", "--epochs", "-3"], "invalid config value epochs=-3"),
+        (["--data", "{data}", "--augment", "strong"], "expected one of seed, default"),
+        (["--data", "{data}", "--config", "{tmp}/bad.yaml"], "unknown config key(s) epoch;"),
+        (
+            ["--data", "{data}", "--weights", "{tmp}/w.safetensors"],
+            "weights file {tmp}/w.safetensors does not exist",
+        ),
+        (["--data", "{data}", "--backbone", "resnet1800"], "unknown backbone 'resnet1800'"),
+        (
+            ["--data", "{data}", "--resume", "{tmp}/x.ckpt"],
+            "checkpoint {tmp}/x.ckpt does not exist",
+        ),
+        ([], "--data is required"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    tiny_data: Path, tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text("epoch: 3\n")
+    fill = {"tmp": str(tmp_path), "data": str(tiny_data)}
+    argv = ["train", "--out", str(tmp_path / "run"), *TINY_TRAIN, "--epochs", "1"]
+    argv += [a.format(**fill) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == err[-1].strip() and message.format(**fill) in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_empty_train_good_and_unreadable_images(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    (tmp_path / "d" / "empty" / "train" / "good").mkdir(parents=True)
+    assert (
+        main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), *TINY_TRAIN])
+        == 2
+    )
+    assert "no training images in" in capsys.readouterr().err
+    good = tmp_path / "e" / "part" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (40, 40), (i * 20, 0, 0)).save(good / f"{i}.png")
+    (good / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    argv = [
+        "train",
+        "--data",
+        str(tmp_path / "e"),
+        "--out",
+        str(tmp_path / "r2"),
+        "--val-fraction",
+        "0",
+    ]
+    assert main([*argv, *TINY_TRAIN]) == 2
+    assert "1 of 11 images are unreadable" in capsys.readouterr().err
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simclr_ad",
+            "train",
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"error: data root {tmp_path / 'missing'} does not exist or is not a folder"
+    )

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from simclr_ad.errors import UserError
+from simclr_ad.models.backbone import create_backbone
+from simclr_ad.models.head import ProjectionHead
+from simclr_ad.models.simclr import ModelSpec, build_model
+
+
+def test_head_shapes_and_layers() -> None:
+    head = ProjectionHead(in_dim=512)
+    widths = [m.out_features for m in head if isinstance(m, torch.nn.Linear)]
+    dropouts = [m.p for m in head if isinstance(m, torch.nn.Dropout)]
+    assert widths == [512, 256, 128] and dropouts == [0.1, 0.05]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head) == 2
+    assert head(torch.randn(4, 512)).shape == (4, 128)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_model_gives_h_and_z(backbone: str) -> None:
+    model = build_model(ModelSpec(backbone=backbone)).eval()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.h.shape == (2, model.encoder.num_features)
+    assert out.z.shape == (2, 128)
+    assert model.head.in_dim == model.encoder.num_features  # input width taken from the backbone
+
+
+def test_unknown_backbone_is_a_clear_error() -> None:
+    with pytest.raises(UserError, match="unknown backbone 'resnet1800'"):
+        create_backbone("resnet1800")
+
+
+def test_imagenet_offline_names_alternatives(monkeypatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        if kwargs.get("pretrained"):
+            raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(UserError, match=r"--weights none .*--weights PATH"):
+        create_backbone("resnet18", "imagenet")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_local_weights_file_loads(tmp_path: Path, fmt: str) -> None:
+    source = timm.create_model(
+        "resnet18", pretrained=False
+    )  # with its classifier, as a hub file has
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "safetensors":
+        save_file(source.state_dict(), str(path))
+    else:
+        torch.save({"state_dict": source.state_dict()}, path)
+    loaded = create_backbone("resnet18", str(path))
+    assert torch.equal(loaded.state_dict()["conv1.weight"], source.state_dict()["conv1.weight"])
+
+
+def test_weights_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        create_backbone("resnet18", str(tmp_path / "nope.safetensors"))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a tensor file")
+    with pytest.raises(UserError, match="cannot read weights file"):
+        create_backbone("resnet18", str(junk))
+    other = tmp_path / "other.safetensors"
+    save_file(timm.create_model("resnet34").state_dict(), str(other))
+    with pytest.raises(UserError, match="does not fit"):
+        create_backbone("efficientnet_lite0", str(other))

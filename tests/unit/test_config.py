@@ -1,0 +1,69 @@
+import pytest
+
+from simclr_ad.config import TrainConfig, build_config, dump_yaml, load_yaml
+from simclr_ad.errors import UserError
+
+
+def test_defaults_follow_the_write_up() -> None:
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.image_size, cfg.temperature) == (
+        3e-4,
+        1e-6,
+        256,
+        224,
+        0.07,
+    )
+    assert cfg.backbone == "resnet18"
+    assert (cfg.head_hidden, cfg.head_out, cfg.head_dropout) == ((512, 256), 128, (0.1, 0.05))
+
+
+def test_yaml_then_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nlr: 0.001\ncategories: [a, b]\n")
+    cfg = build_config(load_yaml(path), epochs=5, lr=None)
+    assert cfg.epochs == 5 and cfg.lr == 0.001 and cfg.categories == ("a", "b")
+
+
+def test_round_trip_through_yaml(tmp_path) -> None:
+    cfg = build_config(epochs=7, categories=["x"], head_hidden=[64], head_dropout=[0.0])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert build_config(load_yaml(path)) == cfg
+
+
+def test_unknown_key_lists_valid_ones() -> None:
+    with pytest.raises(UserError, match=r"unknown config key\(s\) epohcs; valid keys: .*epochs"):
+        build_config({"epohcs": 3})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("epochs", -1, "epochs=-1"),
+        ("batch_size", 1, "batch_size=1"),
+        ("temperature", 0, "temperature=0"),
+        ("augment", "fancy", "seed, default"),
+        ("device", "gpu", "auto, cpu"),
+        ("image_size", 8, "image_size=8"),
+        ("epochs", "ten", "an integer"),
+        ("lr", True, "a number"),
+        ("head_dropout", [0.1], "one probability"),
+        ("val_fraction", 1.0, "val_fraction"),
+    ],
+)
+def test_invalid_values_are_named(key: str, value: object, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        build_config({key: value})
+
+
+def test_config_file_errors(tmp_path) -> None:
+    with pytest.raises(UserError, match="cannot read config file"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_yaml(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_yaml(scalar)
