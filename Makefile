@@ -11,8 +11,8 @@ demo: venv
 	$(VENV)/bin/simclr-ad demo --out demo
 
 lint: venv
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 
 typecheck: venv
 	$(PY) -m mypy
