@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from simclr_ad.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from simclr_ad.distributed import DistInfo
+from simclr_ad.errors import UserError
 from simclr_ad.losses import NTXentLoss
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ def global_batch_size(requested: int, n_images: int, world_size: int) -> int:
     batch = min(requested, n_images)
     batch -= batch % world_size
     if batch < 2 * world_size:
-        raise ValueError(
-            f"need at least {2 * world_size} training images for {world_size} process(es)"
+        raise UserError(
+            f"need at least {2 * world_size} training images for {world_size} process(es), "
+            f"got {n_images}"
         )
     return batch
 
@@ -121,7 +123,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model
         if dist.enabled:
-            ids = [device.index] if device.type == "cuda" else None
+            ids = None
+            if device.type == "cuda":  # batch statistics over the global batch (gloo has no SyncBN)
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                ids = [device.index]
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if settings.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
