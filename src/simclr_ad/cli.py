@@ -42,6 +42,16 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--no-amp", dest="amp", action="store_const", const=False, help="disable AMP on CUDA"
     )
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    d = p.add_argument_group("detector (fitted after training, calibrated on held-out good images)")
+    d.add_argument("--scorers", type=_categories, help="comma-separated: patch, knn_h, knn_z, ...")
+    d.add_argument("--primary", help="the scorer whose verdict counts (default patch)")
+    d.add_argument(
+        "--pooled", action="store_const", const=True, help="one scorer for all categories"
+    )
+    d.add_argument("--target-fpr", type=float, help="false-alarm rate for the thresholds (0.01)")
+    d.add_argument("--coreset-ratio", type=float, help="share of patches kept in the memory bank")
+    d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")
+    d.add_argument("--score-rule", help="max | topk_mean (image score from the anomaly map)")
     p.add_argument(
         "--resume", type=Path, help="checkpoint to continue from (RUN/checkpoints/*.ckpt)"
     )
@@ -69,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
 
     _add_train_arguments(sub.add_parser("train", help="train the SimCLR encoder on good images"))
+
+    ev = sub.add_parser("evaluate", help="score test/* with every scorer; metrics.json, scores.csv")
+    ev.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
+    ev.add_argument("--data", type=Path, required=True, help="dataset root in the MVTec AD layout")
+    ev.add_argument("--out", type=Path, required=True, help="evaluation folder")
+    ev.add_argument(
+        "--categories", type=_categories, help="comma-separated (default: all of the model's)"
+    )
+    ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
+    )
 
     demo = sub.add_parser(
         "demo", help="synthetic data -> a few epochs of training, on CPU in minutes"
@@ -117,26 +139,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, object]:
-    keys = (
-        "data",
-        "categories",
-        "out",
-        "epochs",
-        "batch_size",
-        "image_size",
-        "backbone",
-        "weights",
-        "augment",
-        "lr",
-        "temperature",
-        "val_fraction",
-        "device",
-        "seed",
-        "checkpoint_every",
-        "amp",
-        "compile",
-    )
-    return {k: getattr(args, k) for k in keys}
+    """The config keys given as flags (argparse's None means "not given")."""
+    import dataclasses
+
+    from simclr_ad.config import TrainConfig
+
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if hasattr(args, f.name)
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -166,12 +178,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from simclr_ad.demo import run_demo
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from simclr_ad.evaluation import evaluate, format_tables
+    from simclr_ad.pipeline import resolve_device
 
-    model_dir = run_demo(args.out, device=args.device)
-    print(f"model: {model_dir}")
+    result = evaluate(
+        args.model,
+        args.data,
+        args.out,
+        categories=args.categories or (),
+        device=resolve_device(args.device),
+        overwrite=args.overwrite,
+    )
+    print(format_tables(result.metrics))
+    print(f"metrics: {args.out / 'metrics.json'}  scores: {args.out / 'scores.csv'}")
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "train": cmd_train, "demo": cmd_demo}
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simclr_ad.demo import run_demo
+    from simclr_ad.evaluation import format_tables
+
+    demo = run_demo(args.out, device=args.device)
+    print(format_tables(demo.metrics))
+    print(f"model: {demo.model_dir}\nevaluation: {demo.eval_dir}")
+    return 0
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}

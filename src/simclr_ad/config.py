@@ -18,6 +18,14 @@ import yaml
 from simclr_ad.errors import UserError
 
 AUGMENT_PRESETS = ("seed", "default")
+GLOBAL_SCORER_KINDS = (
+    "knn",
+    "mahalanobis",
+    "cosine",
+)  # the registry in scoring/ (checked by a test)
+SCORER_NAMES = ("patch", *(f"{k}_{f}" for k in GLOBAL_SCORER_KINDS for f in ("h", "z")))
+SCORE_RULES = ("max", "topk_mean")
+COVARIANCES = ("ledoit_wolf", "pinv")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -51,6 +59,19 @@ class TrainConfig:
     checkpoint_every: int = 10
     amp: bool = True  # only takes effect on CUDA
     compile: bool = False
+    # detector: fitted on train good images after training, calibrated on the validation split
+    scorers: tuple[str, ...] = SCORER_NAMES
+    primary: str = "patch"
+    pooled: bool = False  # one scorer and threshold over all categories (the write-up's setting)
+    target_fpr: float = 0.01
+    knn_k: int = 5
+    mahalanobis_covariance: str = "ledoit_wolf"
+    patch_stages: tuple[int, ...] = ()  # feature_info indices; empty: the stride-8 and -16 stages
+    coreset_ratio: float = 0.1
+    max_patch_candidates: int = 100_000
+    map_sigma: float = 4.0
+    score_rule: str = "max"
+    eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -60,6 +81,9 @@ class TrainConfig:
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
+
+
+_TUPLE_ELEMENTS: dict[str, type] = {"patch_stages": int}
 
 
 def _fail(key: str, value: object, expected: str) -> None:
@@ -89,6 +113,25 @@ def _validate(cfg: TrainConfig) -> None:
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),
         ("weights", bool(cfg.weights), "imagenet, none or a path to a weights file"),
+        (
+            "scorers",
+            bool(cfg.scorers) and set(cfg.scorers) <= set(SCORER_NAMES),
+            f"a non-empty list of {', '.join(SCORER_NAMES)}",
+        ),
+        ("primary", cfg.primary in cfg.scorers, f"one of the scorers ({', '.join(cfg.scorers)})"),
+        ("target_fpr", 0.0 < cfg.target_fpr < 0.5, "a false-alarm rate in (0, 0.5)"),
+        ("knn_k", cfg.knn_k >= 1, "an integer >= 1"),
+        (
+            "mahalanobis_covariance",
+            cfg.mahalanobis_covariance in COVARIANCES,
+            f"one of {', '.join(COVARIANCES)}",
+        ),
+        ("patch_stages", all(s >= 0 for s in cfg.patch_stages), "backbone stage indices >= 0"),
+        ("coreset_ratio", 0.0 < cfg.coreset_ratio <= 1.0, "a number in (0, 1]"),
+        ("max_patch_candidates", cfg.max_patch_candidates >= 1, "an integer >= 1"),
+        ("map_sigma", cfg.map_sigma >= 0, "a number >= 0"),
+        ("score_rule", cfg.score_rule in SCORE_RULES, f"one of {', '.join(SCORE_RULES)}"),
+        ("eval_batch_size", cfg.eval_batch_size >= 1, "an integer >= 1"),
     ]
     for key, ok, expected in checks:
         if not ok:
@@ -107,7 +150,7 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             _fail(key, value, "a list")
-        element = type(default[0]) if default else str
+        element = _TUPLE_ELEMENTS.get(key) or (type(default[0]) if default else str)
         return tuple(_coerce_scalar(key, v, element) for v in value)
     return _coerce_scalar(key, value, type(default))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 from simclr_ad.config import build_config
 from simclr_ad.data.synthetic import generate_dataset
 from simclr_ad.errors import UserError
+from simclr_ad.evaluation import evaluate
 from simclr_ad.models.backbone import create_backbone
-from simclr_ad.pipeline import train
+from simclr_ad.pipeline import resolve_device, train
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,15 @@ def _demo_weights(backbone: str) -> str:
     return "imagenet"
 
 
-def run_demo(out: Path, *, device: str = "auto") -> Path:
-    """Generate data (once), train, and return the model folder."""
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    model_dir: Path
+    eval_dir: Path
+    metrics: dict[str, Any]
+
+
+def run_demo(out: Path, *, device: str = "auto") -> DemoResult:
+    """Generate data (once), train, fit and calibrate the detector, evaluate on the test split."""
     _claim_folder(out)
     data = out / "data"
     marker = data / MARKER
@@ -61,4 +70,7 @@ def run_demo(out: Path, *, device: str = "auto") -> Path:
         weights=_demo_weights("resnet18"),
     )
     result = train(config, overwrite=True)
-    return result.model_dir
+    evaluation = evaluate(
+        result.model_dir, data, out / "eval", device=resolve_device(device), overwrite=True
+    )
+    return DemoResult(result.model_dir, out / "eval", evaluation.metrics)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from simclr_ad import __version__
-from simclr_ad.bundle import Bundle, prefixed, save_bundle
+from simclr_ad.bundle import Bundle, load_bundle, prefixed, save_bundle, unprefixed
 from simclr_ad.checkpoint import load_checkpoint
 from simclr_ad.config import TrainConfig, build_config, dump_yaml
 from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
@@ -24,7 +24,14 @@ from simclr_ad.data.mvtec import (
     load_category,
     resolve_categories,
 )
-from simclr_ad.data.store import decode_images
+from simclr_ad.data.store import DecodedImages, decode_images
+from simclr_ad.detector import (
+    Detector,
+    DetectorSettings,
+    detector_from_state,
+    detector_state,
+    fit_detector,
+)
 from simclr_ad.distributed import DistInfo, init_distributed, shutdown_distributed
 from simclr_ad.errors import UserError
 from simclr_ad.models.simclr import ModelSpec, SimCLRModel, build_model
@@ -47,7 +54,6 @@ class TrainResult:
     categories: tuple[str, ...]
     n_train: int
     n_val: int
-    n_skipped: int
     history: tuple[dict[str, float], ...]
     seconds: float
 
@@ -119,6 +125,72 @@ def model_spec(config: TrainConfig) -> ModelSpec:
         head_out=config.head_out,
         head_dropout=config.head_dropout,
     )
+
+
+def detector_settings(config: TrainConfig) -> DetectorSettings:
+    """The detector half of the config."""
+    return DetectorSettings(
+        image_size=config.image_size,
+        scorers=config.scorers,
+        primary=config.primary,
+        pooled=config.pooled,
+        target_fpr=config.target_fpr,
+        knn_k=config.knn_k,
+        mahalanobis_covariance=config.mahalanobis_covariance,
+        patch_stages=config.patch_stages,
+        coreset_ratio=config.coreset_ratio,
+        max_patch_candidates=config.max_patch_candidates,
+        map_sigma=config.map_sigma,
+        score_rule=config.score_rule,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+    )
+
+
+def decode_split(
+    splits: list[CategorySplit], part: str, size: int, *, cache_dir: Path | None = None
+) -> dict[str, DecodedImages]:
+    """Decoded images of one part (``train``, ``val`` or ``test``) of every category that has it."""
+    return {
+        split.category: decode_images(getattr(split, part), size, cache_dir=cache_dir)
+        for split in splits
+        if getattr(split, part)
+    }
+
+
+def save_detector(
+    folder: Path, model: SimCLRModel, detector: Detector, metadata: dict[str, Any]
+) -> None:
+    """The complete detector as one bundle: model weights, scorer state, thresholds."""
+    scorer_tensors, detector_meta = detector_state(detector)
+    tensors = prefixed(model.state_dict(), "model.") | scorer_tensors
+    save_bundle(folder, Bundle(tensors, {**metadata, "detector": detector_meta}))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedDetector:
+    """A bundle read back: the model, the detector around it, and the metadata."""
+
+    model: SimCLRModel
+    detector: Detector
+    metadata: dict[str, Any]
+
+
+def load_detector(folder: Path) -> LoadedDetector:
+    """Rebuild model and detector from ``RUN/model`` (no pickle, no training code state)."""
+    bundle = load_bundle(folder)
+    meta = bundle.metadata
+    if "detector" not in meta or "model" not in meta:
+        raise UserError(f"model bundle {folder} holds no detector (made by an older simclr-ad?)")
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()
+    }
+    spec = ModelSpec(**fields)
+    model = build_model(spec, "none")
+    model.load_state_dict(unprefixed(bundle.tensors, "model."))
+    model.eval()
+    detector = detector_from_state(model, bundle.tensors, meta["detector"])
+    return LoadedDetector(model, detector, meta)
 
 
 def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeState:
@@ -209,12 +281,45 @@ def _train(
         prepare_run_dir(out, resuming_into_same=same, overwrite=overwrite)
         (out / "config.yaml").write_text(dump_yaml(config))
     splits = load_splits(config)
+    torch.manual_seed(
+        config.seed
+    )  # the random init of the head (and of the encoder with weights=none)
+    model = build_model(model_spec(config), "none" if checkpoint else config.weights)
+    history = (
+        _simclr_epochs(model, config, splits, device, dist, checkpoint, out)
+        if config.epochs > 0
+        else []
+    )
+    if dist.is_main:
+        write_train_log(out / "train_log.csv", history)
+        _fit_and_save(model.eval(), config, splits, history, device, started)
+    return TrainResult(
+        run_dir=out,
+        model_dir=out / "model",
+        categories=tuple(split.category for split in splits),
+        n_train=sum(len(split.train) for split in splits),
+        n_val=sum(len(split.val) for split in splits),
+        history=tuple(history),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _simclr_epochs(
+    model: SimCLRModel,
+    config: TrainConfig,
+    splits: list[CategorySplit],
+    device: torch.device,
+    dist: DistInfo,
+    checkpoint: dict[str, Any] | None,
+    out: Path,
+) -> list[dict[str, float]]:
+    """SimCLR training on the train split (decoded once at ``image_size + 32``)."""
     train_samples = [s for split in splits for s in split.train]
     augment = create_augment(config.augment, config.image_size)
     decoded = decode_images(train_samples, augment.input_size, cache_dir=out)
     data_hash = file_list_hash(train_samples, Path(config.data))
     if checkpoint is not None and checkpoint.get("data_hash") not in (None, data_hash):
-        log.warning("the training files differ from those of checkpoint %s", resume)
+        log.warning("the training files differ from those of the checkpoint")
     settings = LoopSettings(
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -226,45 +331,41 @@ def _train(
         amp=config.amp,
         compile=config.compile,
     )
-    torch.manual_seed(
-        config.seed
-    )  # the random init of the head (and of the encoder with weights=none)
-    model: SimCLRModel = build_model(model_spec(config), "none" if checkpoint else config.weights)
-    history: list[dict[str, float]] = []
-    if config.epochs > 0:
-        trainer = Trainer(model, augment, settings, device, dist)
-        history = trainer.fit(
-            decoded.pixels,
-            out / "checkpoints",
-            resume=_resume_state(checkpoint, config) if checkpoint else None,
-            on_checkpoint=lambda _epoch: {"config": config.to_dict(), "data_hash": data_hash},
-        )
-    model = model.cpu().eval()
-    categories = [split.category for split in splits]
-    n_val = sum(len(split.val) for split in splits)
-    if dist.is_main:
-        write_train_log(out / "train_log.csv", history)
-        seconds = time.perf_counter() - started
-        metadata = model_metadata(
-            config,
-            categories,
-            train_samples,
-            {
-                "epochs_trained": len(history),
-                "seconds": round(seconds, 2),
-                "n_train": len(decoded.samples),
-                "n_val": n_val,
-                "n_skipped": len(decoded.skipped),
-            },
-        )
-        save_bundle(out / "model", Bundle(prefixed(model.state_dict(), "model."), metadata))
-    return TrainResult(
-        run_dir=out,
-        model_dir=out / "model",
-        categories=tuple(categories),
-        n_train=len(decoded.samples),
-        n_val=n_val,
-        n_skipped=len(decoded.skipped),
-        history=tuple(history),
-        seconds=time.perf_counter() - started,
+    trainer = Trainer(model, augment, settings, device, dist)
+    return trainer.fit(
+        decoded.pixels,
+        out / "checkpoints",
+        resume=_resume_state(checkpoint, config) if checkpoint else None,
+        on_checkpoint=lambda _epoch: {"config": config.to_dict(), "data_hash": data_hash},
     )
+
+
+def _fit_and_save(
+    model: SimCLRModel,
+    config: TrainConfig,
+    splits: list[CategorySplit],
+    history: list[dict[str, float]],
+    device: torch.device,
+    started: float,
+) -> None:
+    """Fit the scorers on train good images, calibrate on validation, save ``RUN/model``."""
+    out = Path(config.out)
+    train = decode_split(splits, "train", config.image_size, cache_dir=out)
+    val = decode_split(splits, "val", config.image_size, cache_dir=out)
+    detector = fit_detector(
+        model,
+        train={c: d.pixels for c, d in train.items()},
+        val={c: d.pixels for c, d in val.items()},
+        settings=detector_settings(config),
+        device=device,
+    )
+    train_samples = [s for split in splits for s in split.train]
+    extra = {
+        "epochs_trained": len(history),
+        "seconds": round(time.perf_counter() - started, 2),
+        "n_train": sum(len(d.samples) for d in train.values()),
+        "n_val": sum(len(d.samples) for d in val.values()),
+        "n_skipped": sum(len(d.skipped) for d in [*train.values(), *val.values()]),
+    }
+    metadata = model_metadata(config, [split.category for split in splits], train_samples, extra)
+    save_detector(out / "model", model.cpu(), detector, metadata)

@@ -1,0 +1,166 @@
+"""Decision thresholds from held-out good images, for a target false-alarm rate α.
+
+A detector flags an image when its anomaly score is >= a threshold. The threshold is chosen
+from the scores of good images the detector was not fitted on (never from the test set, whose
+defects would leak into it), so that a new good image is flagged with probability about α
+(``target_fpr``, default 1%). Which rule applies depends on how many such images there are:
+
+**Conformal quantile** (n >= 1/α − 1, e.g. 99 images for α = 1%). The threshold is the k-th
+smallest validation score with k = ⌈(n + 1)(1 − α)⌉. If the new image and the validation
+images are exchangeable (drawn alike, e.g. good parts from the same line) and scores have no
+ties, a new good image scores at or above it with probability (n + 1 − k)/(n + 1) <= α. No
+assumption about the score distribution is needed. The guarantee is on average over the
+choice of validation images: one particular set gives a false-alarm rate that scatters around
+α, less so the larger n is. With fewer images k would exceed n and the threshold would be +∞,
+which flags nothing.
+
+**Gaussian tail** (2 <= n < 1/α − 1, the usual 5–32 held-out images). The scores are modelled
+as normal with the sample mean m and unbiased standard deviation s, and the threshold is the
+one-sided Student-t prediction bound m + t(1 − α; n − 1)·s·√(1 + 1/n), which accounts for
+estimating m and s from few images; it is never below the largest validation score. The
+false-alarm rate is exactly α if the scores are normal. Anomaly scores (distances) are often
+right-skewed, with a longer upper tail than a normal: then the real rate can exceed α. Hold
+out more good images to move to the conformal rule.
+
+**Single score** (n = 1): 1.5 times that score (the score plus half its magnitude), a
+placeholder without any guarantee. With no score at all there is no threshold.
+
+``normalize_scores`` divides scores by the threshold so 1.0 is the decision boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+METHODS = ("conformal", "gaussian-tail", "single-score")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted decision threshold and the statistics of the good scores it came from.
+
+    Attributes:
+        threshold: scores >= this are anomalous.
+        method: ``"conformal"``, ``"gaussian-tail"`` or ``"single-score"`` (module docstring).
+        n: number of validation scores.
+        target_fpr: the false-alarm rate α aimed at.
+        mean: mean of the validation scores.
+        std: unbiased standard deviation of the validation scores (0 when n = 1).
+        max_score: largest validation score.
+    """
+
+    threshold: float
+    method: str
+    n: int
+    target_fpr: float
+    mean: float
+    std: float
+    max_score: float
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown calibration method {self.method!r}; valid: {METHODS}")
+
+    def is_anomalous(self, scores: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each score is at or above the threshold (same shape as ``scores``)."""
+        return np.asarray(scores, dtype=np.float64) >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Calibration:
+        """Rebuild from ``to_dict()`` output; missing or unknown keys are errors."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        if set(values) != set(names):
+            raise ValueError(f"calibration keys must be {names}, got {sorted(values)}")
+        return cls(
+            threshold=float(values["threshold"]),
+            method=str(values["method"]),
+            n=int(values["n"]),
+            target_fpr=float(values["target_fpr"]),
+            mean=float(values["mean"]),
+            std=float(values["std"]),
+            max_score=float(values["max_score"]),
+        )
+
+
+def conformal_rank(n: int, target_fpr: float) -> int:
+    """k = ⌈(n + 1)(1 − α)⌉, the rank (1-based, ascending) of the conformal threshold.
+
+    Larger than ``n`` when there are too few scores for the conformal rule.
+    """
+    return math.ceil((n + 1) * (1 - target_fpr) - 1e-9)  # tolerance: 100 * 0.99 is not 99
+
+
+def calibrate_threshold(val_scores: ArrayLike, target_fpr: float = 0.01) -> Calibration:
+    """Threshold for a false-alarm rate ``target_fpr`` from held-out good images' scores.
+
+    Conformal quantile when there are enough scores (n >= 1/α − 1), else a Gaussian-tail
+    prediction bound (n >= 2), else 1.5 times the single score; see the module docstring.
+
+    Args:
+        val_scores: anomaly scores (n,) of held-out good images.
+        target_fpr: α, the share of good images that may be flagged, in (0, 1).
+
+    Raises:
+        ValueError: no scores, a non-finite score, or α outside (0, 1).
+    """
+    scores = np.sort(np.asarray(val_scores, dtype=np.float64).ravel())
+    if scores.size == 0:
+        raise ValueError("cannot calibrate a threshold without validation scores")
+    if not np.isfinite(scores).all():
+        raise ValueError("validation scores contain NaN or infinity")
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    n = scores.size
+    k = conformal_rank(n, target_fpr)
+    std = float(scores.std(ddof=1)) if n > 1 else 0.0
+    if k <= n:
+        method, threshold = "conformal", float(scores[k - 1])
+    elif n > 1:
+        method, threshold = "gaussian-tail", _gaussian_tail_bound(scores, target_fpr)
+    else:
+        method, threshold = "single-score", float(scores[0] + 0.5 * abs(scores[0]))
+    return Calibration(
+        threshold=threshold,
+        method=method,
+        n=n,
+        target_fpr=target_fpr,
+        mean=float(scores.mean()),
+        std=std,
+        max_score=float(scores[-1]),
+    )
+
+
+def _gaussian_tail_bound(scores: NDArray[np.float64], target_fpr: float) -> float:
+    """max(scores, m + t(1 − α; n − 1)·s·√(1 + 1/n)) for scores (n,), n >= 2."""
+    n = scores.size
+    t = float(stats.t.ppf(1 - target_fpr, df=n - 1))
+    bound = scores.mean() + t * scores.std(ddof=1) * math.sqrt(1 + 1 / n)
+    return float(max(bound, scores.max()))
+
+
+def normalize_scores(scores: ArrayLike, calibration: Calibration) -> NDArray[np.float64]:
+    """Scores divided by the threshold, so 1.0 is the decision boundary (same shape).
+
+    Meant for non-negative scores (distances) and a positive threshold.
+
+    Raises:
+        ValueError: the threshold is not positive.
+    """
+    if not calibration.threshold > 0:
+        raise ValueError(
+            f"cannot normalise by a threshold <= 0 (got {calibration.threshold}); "
+            "scores must be non-negative distances"
+        )
+    return np.asarray(scores, dtype=np.float64) / calibration.threshold

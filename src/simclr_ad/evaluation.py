@@ -1,0 +1,232 @@
+"""``simclr-ad evaluate``: score ``test/*`` with every scorer of a bundle and measure it.
+
+Thresholds come from the bundle (calibrated on held-out good images at training time); the test
+set is only scored here, never used to choose anything. ``f1_max`` is the one test-fitted number
+and is labelled as such.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simclr_ad.data.images import read_mask
+from simclr_ad.data.mvtec import Sample, load_category
+from simclr_ad.data.store import decode_images
+from simclr_ad.detector import Detection, scorer_names
+from simclr_ad.errors import UserError
+from simclr_ad.metrics import aupro, image_metrics, per_defect_auroc, pixel_auroc
+from simclr_ad.pipeline import LoadedDetector, load_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoryScores:
+    """The test images of one category that decoded, their masks and the detection."""
+
+    category: str
+    samples: tuple[Sample, ...]
+    masks: np.ndarray  # N×S×S bool
+    detection: Detection
+    counts: dict[str, int]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """``metrics`` is what ``metrics.json`` holds; ``scores`` the per-image rows."""
+
+    metrics: dict[str, Any]
+    categories: tuple[CategoryScores, ...]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    existing = [p.name for p in (out / "metrics.json", out / "scores.csv") if p.exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"{out} already holds {', '.join(existing)}; use --overwrite or another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def score_category(
+    loaded: LoadedDetector, root: Path, category: str, device: torch.device
+) -> CategoryScores:
+    """Decode and score one category's test images."""
+    config = loaded.metadata["training"]["config"]
+    size = loaded.detector.settings.image_size
+    split = load_category(
+        root, category, val_fraction=config["val_fraction"], val_min=config["val_min"]
+    )
+    if not split.test:
+        raise UserError(f"category {category} has no test images under {root / category / 'test'}")
+    decoded = decode_images(split.test, size)
+    missing = [s.path.name for s in decoded.samples if s.label == 1 and s.mask_path is None]
+    if missing:
+        log.warning(
+            "%s: %d defective images have no mask (e.g. %s)", category, len(missing), missing[0]
+        )
+    masks = np.stack([read_mask(s.mask_path, size) for s in decoded.samples])
+    started = time.perf_counter()
+    detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
+    seconds = time.perf_counter() - started
+    counts = {
+        "train_good": len(split.train),
+        "val_good": len(split.val),
+        "test_good": sum(s.label == 0 for s in decoded.samples),
+        "test_defect": sum(s.label == 1 for s in decoded.samples),
+    }
+    return CategoryScores(category, decoded.samples, masks, detection, counts, seconds)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(present)) if present else None
+
+
+def category_metrics(loaded: LoadedDetector, result: CategoryScores, scorer: str) -> dict[str, Any]:
+    """The metrics.json entry of one scorer on one category."""
+    labels = np.array([s.label for s in result.samples])
+    scores = result.detection.scores[scorer].numpy()
+    threshold = loaded.detector.threshold(result.category, scorer)
+    pixel: dict[str, float | None] = {"auroc": None, "aupro": None}
+    if scorer == "patch" and result.detection.maps is not None and result.masks.any():
+        maps = result.detection.maps.numpy()
+        pixel = {"auroc": pixel_auroc(maps, result.masks), "aupro": aupro(maps, result.masks)}
+    defects = [s.defect_type for s in result.samples]
+    return {
+        "image": image_metrics(scores, labels, threshold).to_dict(),
+        "pixel": pixel,
+        "per_defect": {
+            k: dataclasses.asdict(v) for k, v in per_defect_auroc(scores, labels, defects).items()
+        },
+        "counts": result.counts,
+    }
+
+
+def evaluate(
+    model_dir: Path,
+    root: Path,
+    out: Path,
+    *,
+    categories: Sequence[str] = (),
+    device: torch.device,
+    overwrite: bool = False,
+) -> EvaluationResult:
+    """Score every test image with every scorer; write ``scores.csv`` and ``metrics.json``."""
+    loaded = load_detector(model_dir)
+    known = loaded.detector.categories
+    unknown = [c for c in categories if c not in known]
+    if unknown:
+        raise UserError(
+            f"the model was not trained on {', '.join(unknown)}; it knows: {', '.join(known)}"
+        )
+    _prepare_out(out, overwrite)
+    results = tuple(score_category(loaded, root, c, device) for c in (categories or known))
+    names = scorer_names(loaded.detector.settings)
+    scorers: dict[str, Any] = {}
+    for name in names:
+        per_category = {r.category: category_metrics(loaded, r, name) for r in results}
+        scorers[name] = {
+            "categories": per_category,
+            "mean": {
+                "image_auroc": _mean([m["image"]["auroc"] for m in per_category.values()]),
+                "pixel_auroc": _mean([m["pixel"]["auroc"] for m in per_category.values()]),
+                "aupro": _mean([m["pixel"]["aupro"] for m in per_category.values()]),
+                "f1": _mean([m["image"]["f1"] for m in per_category.values()]),
+            },
+        }
+    n_images = sum(len(r.samples) for r in results)
+    seconds = sum(r.seconds for r in results)
+    metrics = {
+        "primary": loaded.detector.settings.primary,
+        "scorers": scorers,
+        "config": loaded.metadata["training"]["config"],
+        "detector": loaded.detector.settings.to_dict(),
+        "timing": {
+            "images": n_images,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(n_images / seconds, 2) if seconds > 0 else None,
+            "ms_per_image": round(1000 * seconds / n_images, 2) if n_images else None,
+            "device": str(device),
+        },
+    }
+    evaluation = EvaluationResult(metrics, results)
+    write_scores_csv(out / "scores.csv", loaded, evaluation)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return evaluation
+
+
+def write_scores_csv(path: Path, loaded: LoadedDetector, evaluation: EvaluationResult) -> None:
+    """One row per test image: labels, one column per scorer, the primary scorer's verdict."""
+    names = scorer_names(loaded.detector.settings)
+    primary = names[0]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "category", "defect_type", "label", *names, "prediction"])
+        for result in evaluation.categories:
+            threshold = loaded.detector.threshold(result.category, primary)
+            for i, sample in enumerate(result.samples):
+                scores = [float(result.detection.scores[n][i]) for n in names]
+                writer.writerow(
+                    [sample.path, sample.category, sample.defect_type, sample.label]
+                    + [f"{v:.6g}" for v in scores]
+                    + [int(scores[0] >= threshold)]
+                )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_tables(metrics: dict[str, Any]) -> str:
+    """The write-up's two tables (per-category performance, method comparison), AUROC added."""
+    primary = metrics["primary"]
+    lines = [
+        f"Per-category performance ({primary} scorer, threshold calibrated on held-out good images)"
+    ]
+    header = f"{'category':<14}{'AUROC':>7}{'95% CI':>15}{'pixAUROC':>10}{'AUPRO':>7}{'F1':>7}"
+    header += f"{'prec':>7}{'recall':>7}{'acc':>7}{'trivF1':>8}{'F1max*':>8}"
+    lines += [header, "-" * len(header)]
+    for category, m in metrics["scorers"][primary]["categories"].items():
+        image, pixel = m["image"], m["pixel"]
+        ci = image["auroc_ci95"]
+        ci_text = f"[{ci[0]:.3f},{ci[1]:.3f}]" if ci else "-"
+        lines.append(
+            f"{category:<14}{_fmt(image['auroc']):>7}{ci_text:>15}{_fmt(pixel['auroc']):>10}"
+            f"{_fmt(pixel['aupro']):>7}{_fmt(image['f1']):>7}{_fmt(image['precision']):>7}"
+            f"{_fmt(image['recall']):>7}{_fmt(image['accuracy']):>7}{_fmt(image['trivial_f1']):>8}"
+            f"{_fmt(image['f1_max']):>8}"
+        )
+    lines += [
+        "* F1max: best F1 over thresholds fitted on the test set (an upper bound, not deployable)",
+        "",
+    ]
+    lines.append("Method comparison (mean over categories)")
+    header = f"{'scorer':<16}{'AUROC':>7}{'pixAUROC':>10}{'AUPRO':>7}"
+    header += f"{'F1':>7}{'prec':>7}{'recall':>7}{'acc':>7}"
+    lines += [header, "-" * len(header)]
+    for name, entry in metrics["scorers"].items():
+        images = [m["image"] for m in entry["categories"].values()]
+        mean = entry["mean"]
+        lines.append(
+            f"{name:<16}{_fmt(mean['image_auroc']):>7}{_fmt(mean['pixel_auroc']):>10}"
+            f"{_fmt(mean['aupro']):>7}"
+            f"{_fmt(mean['f1']):>7}"
+            + "".join(
+                f"{_fmt(_mean([i[k] for i in images])):>7}"
+                for k in ("precision", "recall", "accuracy")
+            )
+        )
+    return "\n".join(lines)

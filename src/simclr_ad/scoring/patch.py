@@ -1,0 +1,276 @@
+"""PatchCore-style patch scorer: a coreset memory bank of normal patches and anomaly maps.
+
+Each test patch is scored by its distance to the nearest normal patches in the bank; the patch
+distances, upsampled to the image and smoothed, form the anomaly map, and the image score is the
+map's maximum (or the mean of its hottest pixels).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simclr_ad.scoring.base import Scorer, check_features
+from simclr_ad.scoring.coreset import greedy_coreset
+from simclr_ad.scoring.search import NearestNeighbourIndex
+
+if TYPE_CHECKING:
+    from typing import Self
+
+logger = logging.getLogger(__name__)
+
+SCORE_RULES = ("max", "topk_mean")
+DEFAULT_UPSAMPLING = 8  # score() maps at 8× the feature resolution: a stride-8 feature map
+
+
+class PatchPrediction(NamedTuple):
+    """Image scores (N) and anomaly maps (N×S×S), float32 on the CPU."""
+
+    scores: Tensor
+    maps: Tensor
+
+
+class PatchScorer(Scorer):
+    """Memory bank of normal patch features; scores patches, maps and images.
+
+    Args:
+        coreset_ratio: the share of training patches kept in the bank, in (0, 1]; 1.0 keeps all
+            without running the coreset selection.
+        k: patch score = mean distance to the k nearest bank patches (all of them if fewer).
+        sigma: standard deviation in pixels of the Gaussian smoothing of the maps; 0 disables it.
+        score_rule: ``"max"`` of the map or ``"topk_mean"``, the mean of its hottest pixels.
+        topk_fraction: the share of pixels averaged by ``"topk_mean"``, in (0, 1].
+        seed: seeds the coreset selection.
+    """
+
+    kind: ClassVar[str] = "patch"
+    state_names: ClassVar[tuple[str, ...]] = ("bank",)  # K×C float32
+
+    def __init__(
+        self,
+        coreset_ratio: float = 0.1,
+        k: int = 1,
+        sigma: float = 4.0,
+        score_rule: str = "max",
+        topk_fraction: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_arguments(coreset_ratio, k, sigma, score_rule, topk_fraction, seed)
+        self.coreset_ratio = float(coreset_ratio)
+        self.k = k
+        self.sigma = float(sigma)
+        self.score_rule = score_rule
+        self.topk_fraction = float(topk_fraction)
+        self.seed = seed
+        self._index: NearestNeighbourIndex | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters as JSON values."""
+        return {
+            "coreset_ratio": self.coreset_ratio,
+            "k": self.k,
+            "sigma": self.sigma,
+            "score_rule": self.score_rule,
+            "topk_fraction": self.topk_fraction,
+            "seed": self.seed,
+        }
+
+    def fit(self, patches: Tensor) -> Self:
+        """Keep ``max(1, round(coreset_ratio · P))`` patches as the memory bank.
+
+        Args:
+            patches: P×C patch features of normal training images.
+
+        Returns:
+            The scorer itself, fitted.
+        """
+        check_features(patches, name="patches")
+        P = patches.shape[0]
+        if self.coreset_ratio < 1.0:
+            n = max(1, round(self.coreset_ratio * P))
+            indices = greedy_coreset(patches, n, seed=self.seed)
+            patches = patches[indices.to(patches.device)]
+        self._set_state({"bank": patches.detach().float().contiguous()})
+        logger.info("patch memory bank: %d of %d patches", self._state["bank"].shape[0], P)
+        return self
+
+    def patch_distances(self, features: Tensor) -> Tensor:
+        """Mean distance of every spatial patch to its k nearest bank patches.
+
+        Args:
+            features: N×C×h×w patch feature maps, C as in ``fit``.
+
+        Returns:
+            N×h×w float32 distances on the features' device.
+        """
+        index = self._require_index()
+        N, C, h, w = _check_feature_maps(features, dim=self.feature_dim)
+        queries = features.permute(0, 2, 3, 1).reshape(N * h * w, C)  # (N·h·w)×C
+        k = min(self.k, index.bank.shape[0])
+        return index.search(queries, k).mean(dim=1).reshape(N, h, w)
+
+    def anomaly_maps(self, features: Tensor, image_size: int) -> Tensor:
+        """Patch distances upsampled (bilinear) to the image and Gaussian-smoothed.
+
+        Args:
+            features: N×C×h×w patch feature maps.
+            image_size: S, the side of the (square) image.
+
+        Returns:
+            N×S×S float32 maps on the features' device.
+        """
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+        distances = self.patch_distances(features)[:, None]  # N×1×h×w
+        size = (image_size, image_size)
+        maps = F.interpolate(distances, size=size, mode="bilinear", align_corners=False)
+        return gaussian_blur(maps[:, 0], sigma=self.sigma)
+
+    def image_scores(self, maps: Tensor) -> Tensor:
+        """One score per map by ``score_rule``.
+
+        Args:
+            maps: N×S×S anomaly maps.
+
+        Returns:
+            N scores on the maps' device.
+        """
+        if maps.ndim != 3:
+            raise ValueError(f"maps must be N×S×S, got shape {tuple(maps.shape)}")
+        pixels = maps.flatten(start_dim=1)  # N×S²
+        if self.score_rule == "max":
+            return pixels.amax(dim=1)
+        n = max(1, round(self.topk_fraction * pixels.shape[1]))
+        return pixels.topk(n, dim=1).values.mean(dim=1)
+
+    def predict(self, features: Tensor, image_size: int) -> PatchPrediction:
+        """Anomaly maps and image scores.
+
+        Args:
+            features: N×C×h×w patch feature maps.
+            image_size: S, the side of the maps.
+
+        Returns:
+            Scores (N) and maps (N×S×S), float32 on the CPU.
+        """
+        maps = self.anomaly_maps(features, image_size=image_size)
+        scores = self.image_scores(maps)
+        return PatchPrediction(scores=scores.float().cpu(), maps=maps.float().cpu())
+
+    def score(self, features: Tensor, image_size: int | None = None) -> Tensor:
+        """Image scores, higher meaning more anomalous.
+
+        Args:
+            features: N×C×h×w patch feature maps.
+            image_size: S, the side of the maps the scores are taken from; by default 8·h,
+                the image size of a stride-8 feature map (sigma is in pixels of that map).
+
+        Returns:
+            N float32 scores on the CPU.
+        """
+        if image_size is None:
+            image_size = DEFAULT_UPSAMPLING * int(features.shape[-2])
+        return self.predict(features, image_size=image_size).scores
+
+    def _set_state(self, state: dict[str, Tensor]) -> None:
+        super()._set_state(state)
+        bank = state["bank"]
+        self._index = NearestNeighbourIndex(bank)
+        if self.k > bank.shape[0]:
+            logger.warning(
+                "patch: k=%d exceeds the bank's %d patches; using all", self.k, len(bank)
+            )
+
+    def _check_state(self, state: dict[str, Tensor]) -> None:
+        super()._check_state(state)
+        bank = state["bank"]
+        if bank.ndim != 2 or min(bank.shape) < 1:
+            raise ValueError(f"patch state: bank must be K×C, got {tuple(bank.shape)}")
+
+    def _require_index(self) -> NearestNeighbourIndex:
+        self._require_fitted()
+        assert self._index is not None  # set together with the state
+        return self._index
+
+
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian smoothing with reflect padding; sigma 0 returns ``maps`` unchanged.
+
+    The kernel radius is ceil(4·sigma), capped at S-1 (reflect padding must be smaller than
+    the map) with the kernel renormalised.
+
+    Args:
+        maps: N×S×S maps.
+        sigma: standard deviation in pixels, >= 0.
+
+    Returns:
+        N×S×S smoothed maps.
+    """
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be N×S×S, got shape {tuple(maps.shape)}")
+    _, H, W = maps.shape
+    radius = min(math.ceil(4 * sigma), H - 1, W - 1)
+    if sigma == 0 or radius < 1:
+        return maps
+    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()  # 2r+1
+    x = F.pad(maps[:, None], (radius, radius, 0, 0), mode="reflect")  # N×1×H×(W+2r)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")  # N×1×(H+2r)×W
+    return F.conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]
+
+
+def _check_feature_maps(features: Tensor, *, dim: int) -> tuple[int, int, int, int]:
+    """Validate N×C×h×w float feature maps with C = ``dim``; returns the shape."""
+    if not isinstance(features, Tensor) or not features.is_floating_point() or features.ndim != 4:
+        raise ValueError(
+            f"features must be float N×C×h×w maps, got {getattr(features, 'shape', features)}"
+        )
+    if features.shape[1] != dim:
+        raise ValueError(f"features have C={features.shape[1]} but the bank has C={dim}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features contain NaN or inf values")
+    N, C, h, w = features.shape
+    return N, C, h, w
+
+
+def _check_arguments(
+    coreset_ratio: float, k: int, sigma: float, score_rule: str, topk_fraction: float, seed: int
+) -> None:
+    """Raise ValueError naming the first out-of-range hyper-parameter."""
+    checks = [
+        ("coreset_ratio", coreset_ratio, _is_real(coreset_ratio) and 0 < coreset_ratio <= 1),
+        ("k", k, _is_int(k) and k >= 1),
+        ("sigma", sigma, _is_real(sigma) and math.isfinite(sigma) and sigma >= 0),
+        ("score_rule", score_rule, score_rule in SCORE_RULES),
+        ("topk_fraction", topk_fraction, _is_real(topk_fraction) and 0 < topk_fraction <= 1),
+        ("seed", seed, _is_int(seed)),
+    ]
+    for name, value, ok in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {_EXPECTED[name]}, got {value!r}")
+
+
+_EXPECTED = {
+    "coreset_ratio": "a number in (0, 1]",
+    "k": "an integer >= 1",
+    "sigma": "a number >= 0",
+    "score_rule": f"one of {', '.join(SCORE_RULES)}",
+    "topk_fraction": "a number in (0, 1]",
+    "seed": "an integer",
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,127 @@
+"""Exact Euclidean nearest-neighbour distances: faiss for large CPU searches, torch otherwise.
+
+Both backends search exhaustively: faiss (``IndexFlatL2``, BLAS, its own threads) pays off when
+queries × bank is large; a torch matrix product in query chunks of bounded memory serves small
+searches and tensors on an accelerator, where faiss-cpu cannot go. The distances of the k found
+neighbours are then recomputed directly, so both backends return the same float32 values.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "faiss", "torch"]
+BACKENDS = ("auto", "faiss", "torch")
+FAISS_MIN_PAIRS = 5_000_000  # queries × bank above which "auto" uses faiss (CPU tensors only)
+MAX_DISTANCES = 1 << 24  # query×bank distances held at once by the torch backend (64 MiB)
+
+
+class NearestNeighbourIndex:
+    """A bank of K×C vectors searched many times; the faiss index is built once, when needed.
+
+    Args:
+        bank: K×C vectors (any float dtype), kept as float32 on their device.
+        backend: ``"auto"`` (faiss when queries × K > ``FAISS_MIN_PAIRS`` and the bank is on
+            the CPU, torch otherwise), ``"faiss"`` or ``"torch"``.
+    """
+
+    def __init__(self, bank: Tensor, *, backend: Backend = "auto") -> None:
+        if bank.ndim != 2 or bank.shape[0] == 0 or bank.shape[1] == 0:
+            raise ValueError(f"bank must be K×C with K, C >= 1, got shape {tuple(bank.shape)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.bank = bank.detach().float().contiguous()  # K×C
+        self.backend = backend
+        self._faiss_index: Any = None  # built on the first faiss search
+        self._squared_norms: Tensor | None = None  # K, on the first torch search
+
+    def search(self, queries: Tensor, k: int = 1) -> Tensor:
+        """Distances from each query to its k nearest bank vectors.
+
+        Args:
+            queries: M×C vectors.
+            k: the number of neighbours, 1 <= k <= K.
+
+        Returns:
+            M×k float32 Euclidean distances, ascending along each row, on the queries' device.
+        """
+        K, C = self.bank.shape
+        if queries.ndim != 2 or queries.shape[1] != C:
+            raise ValueError(f"queries must be M×{C}, got shape {tuple(queries.shape)}")
+        if not 1 <= k <= K:
+            raise ValueError(f"k must be between 1 and the bank size {K}, got {k}")
+        q = queries.detach().to(device=self.bank.device, dtype=torch.float32)  # M×C
+        if self._uses_faiss(q.shape[0]):
+            indices = self._faiss_neighbours(q, k)
+        else:
+            indices = self._torch_neighbours(q, k)
+        return self._distances_to(q, indices).to(queries.device)
+
+    def _uses_faiss(self, n_queries: int) -> bool:
+        if self.backend != "auto":
+            return self.backend == "faiss"
+        return self.bank.device.type == "cpu" and n_queries * self.bank.shape[0] > FAISS_MIN_PAIRS
+
+    def _torch_neighbours(self, q: Tensor, k: int) -> Tensor:
+        """M×k bank indices ranked by |b|² - 2q·b (= squared distance - |q|²), in query chunks."""
+        if self._squared_norms is None:
+            self._squared_norms = (self.bank * self.bank).sum(dim=1)  # K
+        chunk = max(1, MAX_DISTANCES // self.bank.shape[0])
+        parts = [
+            torch.addmm(self._squared_norms, part, self.bank.T, alpha=-2.0)
+            .topk(k, dim=1, largest=False, sorted=False)
+            .indices
+            for part in q.split(chunk)
+        ]
+        return torch.cat(parts) if parts else q.new_zeros(0, k, dtype=torch.int64)
+
+    def _faiss_neighbours(self, q: Tensor, k: int) -> Tensor:
+        """M×k bank indices from the faiss index (its squared distances are recomputed)."""
+        if self._faiss_index is None:
+            self._faiss_index = _build_faiss_index(self.bank)
+        _, indices = self._faiss_index.search(_as_faiss_array(q), k)  # M×k int64
+        return torch.from_numpy(indices).to(self.bank.device)
+
+    def _distances_to(self, q: Tensor, indices: Tensor) -> Tensor:
+        """Euclidean distances of M×C queries to their M×k neighbours by direct differences.
+
+        Both searches rank by ``|q|² + |b|² - 2q·b``, whose cancellation leaves an error of
+        about sqrt(eps)·|q| on small distances; recomputing the k found ones as ``|q - b|``
+        makes a bank vector's distance to itself exactly 0 and the two backends agree.
+        """
+        k, C = indices.shape[1], q.shape[1]
+        chunk = max(1, MAX_DISTANCES // (k * C))
+        parts = [
+            torch.linalg.vector_norm(part[:, None, :] - self.bank[idx], dim=2).sort(dim=1).values
+            for part, idx in zip(q.split(chunk), indices.split(chunk), strict=True)
+        ]
+        return torch.cat(parts) if parts else q.new_zeros(0, k)
+
+
+def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
+    """Euclidean distances from M×C queries to their k nearest of K×C bank vectors → M×k.
+
+    One-off search; use ``NearestNeighbourIndex`` to search one bank many times.
+    """
+    return NearestNeighbourIndex(bank).search(queries, k)
+
+
+def _build_faiss_index(bank: Tensor) -> Any:
+    import faiss  # imported when first needed: nothing heavy at import time
+
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(_as_faiss_array(bank))
+    logger.debug("faiss IndexFlatL2 over %d×%d vectors", *bank.shape)
+    return index
+
+
+def _as_faiss_array(x: Tensor) -> np.ndarray:
+    """A C-contiguous float32 numpy copy or view of a (possibly accelerator) tensor."""
+    return np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy())

@@ -1,0 +1,158 @@
+"""Detector end to end on tiny synthetic data: fit, calibrate, save, load, evaluate."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import simclr_ad.data.store as store
+from simclr_ad.cli import main
+from simclr_ad.pipeline import load_detector
+from tests.conftest import TINY_TRAIN
+
+DETECTOR = [
+    "--image-size",
+    "64",
+    "--scorers",
+    "patch,knn_h,mahalanobis_z,cosine_h",
+    "--coreset-ratio",
+    "0.5",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector with the encoder as initialised (epochs 0), fitted and calibrated."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), *TINY_TRAIN, *DETECTOR]
+    assert main([*argv, "--epochs", "0"]) == 0
+    return run / "model"
+
+
+def test_bundle_holds_a_complete_detector(trained: Path) -> None:
+    meta = json.loads((trained / "model.json").read_text())
+    assert set(meta["detector"]["thresholds"]) == {"bolt", "fabric"}
+    thresholds = meta["detector"]["thresholds"]["bolt"]
+    assert set(thresholds) == {"patch", "knn_h", "mahalanobis_z", "cosine_h"}
+    assert all(t > 0 for t in thresholds.values())
+    assert meta["detector"]["settings"]["target_fpr"] == 0.01
+
+
+def test_round_trip_gives_identical_scores(trained: Path, tiny_data: Path) -> None:
+    from simclr_ad.data.mvtec import load_category
+    from simclr_ad.data.store import decode_images
+
+    split = load_category(tiny_data, "fabric")
+    pixels = decode_images(split.test, 64).pixels
+    first, second = load_detector(trained), load_detector(trained)
+    cpu = torch.device("cpu")
+    a = first.detector.detect(pixels, "fabric", device=cpu)
+    b = second.detector.detect(pixels, "fabric", device=cpu)
+    for name in a.scores:
+        assert torch.equal(a.scores[name], b.scores[name]), name
+    assert a.maps is not None and b.maps is not None and torch.equal(a.maps, b.maps)
+    assert a.maps.shape == (len(split.test), 64, 64)
+
+
+def test_evaluate_writes_metrics_and_scores(
+    trained: Path, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    argv = [
+        "evaluate",
+        "--model",
+        str(trained),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Per-category performance" in printed and "Method comparison" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["primary"] == "patch"
+    patch = metrics["scorers"]["patch"]
+    for category in ("bolt", "fabric"):
+        entry = patch["categories"][category]
+        image = entry["image"]
+        for key in (
+            "auroc",
+            "auroc_ci95",
+            "ap",
+            "f1",
+            "precision",
+            "recall",
+            "accuracy",
+            "threshold",
+            "f1_max",
+            "trivial_f1",
+            "tpr_at_fpr",
+        ):
+            assert key in image, key
+        assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
+        assert entry["pixel"]["auroc"] is not None and entry["pixel"]["aupro"] is not None
+        assert entry["counts"] == {
+            "train_good": 13,
+            "val_good": 1,
+            "test_good": 2,
+            "test_defect": 8,
+        }
+        assert set(entry["per_defect"]) == {"scratch", "hole", "stain", "deformation"}
+    assert metrics["scorers"]["knn_h"]["categories"]["bolt"]["pixel"] == {
+        "auroc": None,
+        "aupro": None,
+    }
+    assert patch["mean"]["image_auroc"] is not None  # quality: see test_quality_on_synthetic
+    assert patch["mean"]["pixel_auroc"] is not None
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 20 and set(rows[0]) >= {
+        "path",
+        "category",
+        "defect_type",
+        "label",
+        "patch",
+        "prediction",
+    }
+    # a second evaluation into the same folder is refused without --overwrite
+    assert main(argv) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_evaluate_bad_input(trained: Path, tiny_data: Path, tmp_path: Path, capsys) -> None:
+    base = ["evaluate", "--data", str(tiny_data), "--out", str(tmp_path / "e"), "--device", "cpu"]
+    assert main([*base, "--model", str(trained), "--categories", "pill"]) == 2
+    assert "not trained on pill; it knows: bolt, fabric" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path / "nothing")]) == 2
+    assert "is not a model bundle" in capsys.readouterr().err
+
+
+def test_calibration_never_reads_test_images(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    read: list[Path] = []
+    original = store.read_rgb
+
+    def recording(path: Path, size: int | None = None):  # type: ignore[no-untyped-def]
+        read.append(path)
+        return original(path, size)
+
+    monkeypatch.setattr(store, "read_rgb", recording)
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "r"),
+        *TINY_TRAIN,
+        *DETECTOR,
+    ]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert read, "the recorder saw no reads"
+    assert not [p for p in read if "test" in p.relative_to(tiny_data).parts]
+    assert {p.relative_to(tiny_data).parts[1] for p in read} == {"train"}
