@@ -26,6 +26,7 @@ GLOBAL_SCORER_KINDS = (
 SCORER_NAMES = ("patch", *(f"{k}_{f}" for k in GLOBAL_SCORER_KINDS for f in ("h", "z")))
 SCORE_RULES = ("max", "topk_mean")
 COVARIANCES = ("ledoit_wolf", "pinv")
+PHOTOMETRIC_MODES = ("none", "gain", "standardize")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -71,6 +72,7 @@ class TrainConfig:
     max_patch_candidates: int = 100_000
     map_sigma: float = 4.0
     score_rule: str = "max"
+    photometric: str = "gain"  # per-image brightness correction: none | gain | standardize
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -131,6 +133,11 @@ def _validate(cfg: TrainConfig) -> None:
         ("max_patch_candidates", cfg.max_patch_candidates >= 1, "an integer >= 1"),
         ("map_sigma", cfg.map_sigma >= 0, "a number >= 0"),
         ("score_rule", cfg.score_rule in SCORE_RULES, f"one of {', '.join(SCORE_RULES)}"),
+        (
+            "photometric",
+            cfg.photometric in PHOTOMETRIC_MODES,
+            f"one of {', '.join(PHOTOMETRIC_MODES)}",
+        ),
         ("eval_batch_size", cfg.eval_batch_size >= 1, "an integer >= 1"),
     ]
     for key, ok, expected in checks:

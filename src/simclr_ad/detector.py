@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from simclr_ad.calibration import Calibration, calibrate_threshold
-from simclr_ad.embeddings import Embedder, flatten_patches, iter_embeddings
+from simclr_ad.embeddings import Embedder, Photometric, flatten_patches, iter_embeddings
 from simclr_ad.models.simclr import SimCLRModel
 from simclr_ad.scoring import GLOBAL_SCORERS, GlobalScorer, PatchScorer, create_global_scorer
 
@@ -43,6 +43,7 @@ class DetectorSettings:
     max_patch_candidates: int = 100_000
     map_sigma: float = 4.0
     score_rule: str = "max"
+    photometric: str = "gain"
     batch_size: int = 32
     seed: int = 0
 
@@ -71,6 +72,7 @@ class ScorerSet:
 
     patch: PatchScorer | None
     global_scorers: dict[str, GlobalScorer]
+    photometric: Photometric = dataclasses.field(default_factory=Photometric)
     calibrations: dict[str, Calibration] = dataclasses.field(default_factory=dict)
 
 
@@ -122,9 +124,14 @@ class Detector:
         scorer_set = self.scorer_set(category)
         scores: dict[str, list[Tensor]] = {name: [] for name in self.settings.scorers}
         all_maps: list[Tensor] = []
-        for emb in iter_embeddings(
-            self.embedder, pixels, device=device, batch_size=self.settings.batch_size
-        ):
+        batches = iter_embeddings(
+            self.embedder,
+            pixels,
+            device=device,
+            batch_size=self.settings.batch_size,
+            photometric=scorer_set.photometric,
+        )
+        for emb in batches:
             for name, scorer in scorer_set.global_scorers.items():
                 scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
             if scorer_set.patch is not None and emb.patches is not None:
@@ -156,7 +163,11 @@ def _fit_group(
     h, z, patches = [], [], []
     per_image = None
     generator = torch.Generator().manual_seed(settings.seed)
-    for emb in iter_embeddings(embedder, pixels, device=device, batch_size=settings.batch_size):
+    photometric = Photometric.fit(settings.photometric, pixels)
+    batches = iter_embeddings(
+        embedder, pixels, device=device, batch_size=settings.batch_size, photometric=photometric
+    )
+    for emb in batches:
         h.append(emb.h)
         z.append(emb.z)
         if "patch" in settings.scorers and emb.patches is not None:
@@ -183,7 +194,7 @@ def _fit_group(
             seed=settings.seed,
         ).fit(torch.cat(patches).to(device))  # the greedy coreset is much faster on a GPU
         patch.to(torch.device("cpu"))
-    return ScorerSet(patch, global_scorers)
+    return ScorerSet(patch, global_scorers, photometric)
 
 
 def fit_detector(
@@ -246,7 +257,10 @@ def detector_state(detector: Detector) -> tuple[dict[str, Tensor], dict[str, Any
                 "params": scorer.params(),
                 "calibration": scorer_set.calibrations[name].to_dict(),
             }
-        groups[group] = entries
+        groups[group] = {
+            "photometric": dataclasses.asdict(scorer_set.photometric),
+            "scorers": entries,
+        }
     thresholds = {
         c: {name: cal.threshold for name, cal in detector.scorer_set(c).calibrations.items()}
         for c in detector.categories
@@ -266,9 +280,10 @@ def detector_from_state(
     """Rebuild a Detector from :func:`detector_state`'s output."""
     settings = DetectorSettings.from_dict(metadata["settings"])
     groups: dict[str, ScorerSet] = {}
-    for group, entries in metadata["groups"].items():
-        scorer_set = ScorerSet(patch=None, global_scorers={})
-        for name, entry in entries.items():
+    for group, entry_set in metadata["groups"].items():
+        photometric = Photometric(**entry_set["photometric"])
+        scorer_set = ScorerSet(patch=None, global_scorers={}, photometric=photometric)
+        for name, entry in entry_set["scorers"].items():
             prefix = f"scorer.{group}.{name}."
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             if name == "patch":

@@ -8,6 +8,7 @@ neighbourhood (local context, as in PatchCore), brought to the grid of the first
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -15,9 +16,60 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simclr_ad.data.augment import normalize
+from simclr_ad.config import PHOTOMETRIC_MODES
+from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from simclr_ad.errors import UserError
 from simclr_ad.models.simclr import SimCLRModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Photometric:
+    """Per-image brightness correction towards the training images' level, before the encoder.
+
+    A line's lighting drifts (MVTec screw's good test parts are darker than every training part);
+    global brightness is then not a defect. ``gain`` scales each image so that its mean intensity
+    equals the training mean (a lamp that ages); ``standardize`` also matches the spread
+    (contrast); ``none`` leaves images as they are, for lines where global brightness *is* a
+    defect (a wrong material, say).
+
+    Attributes:
+        mode: one of PHOTOMETRIC_MODES.
+        level: mean intensity of the training images, in [0, 1].
+        spread: mean per-image standard deviation of the training images, in [0, 1].
+    """
+
+    mode: str = "none"
+    level: float = 0.5
+    spread: float = 0.25
+
+    @classmethod
+    def fit(cls, mode: str, pixels: Tensor) -> Photometric:
+        """Reference level and spread from uint8 N×3×S×S training images."""
+        if mode not in PHOTOMETRIC_MODES:
+            raise UserError(
+                f"unknown photometric mode {mode!r}; valid: {', '.join(PHOTOMETRIC_MODES)}"
+            )
+        levels, spreads = [], []
+        for start in range(0, pixels.shape[0], 64):
+            batch = pixels[start : start + 64].float() / 255.0
+            levels.append(batch.mean(dim=(1, 2, 3)))
+            spreads.append(batch.std(dim=(1, 2, 3)))
+        return cls(mode, float(torch.cat(levels).mean()), float(torch.cat(spreads).mean()))
+
+    def apply(self, x: Tensor) -> Tensor:
+        """ImageNet-normalised B×3×H×W -> corrected, still normalised (traceable for ONNX)."""
+        if self.mode == "none":
+            return x
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        raw = x * std + mean  # [0, 1]
+        level = raw.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+        if self.mode == "gain":
+            raw = raw * (self.level / level)
+        else:
+            spread = raw.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+            raw = (raw - level) / spread * self.spread + self.level
+        return (raw.clamp(0.0, 1.0) - mean) / std
 
 
 class Embeddings(NamedTuple):
@@ -103,15 +155,21 @@ class Embedder(nn.Module):
 
 @torch.no_grad()
 def iter_embeddings(
-    embedder: Embedder, pixels: Tensor, *, device: torch.device, batch_size: int = 32
+    embedder: Embedder,
+    pixels: Tensor,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    photometric: Photometric | None = None,
 ) -> Iterator[Embeddings]:
     """Run ``embedder`` over uint8 N×3×S×S images in batches (eval mode, no gradients).
 
     Yields one :class:`Embeddings` per batch, moved to the CPU as float32.
     """
     embedder.eval().to(device)
+    correct = photometric or Photometric()
     for start in range(0, pixels.shape[0], batch_size):
-        out = embedder(normalize(pixels[start : start + batch_size].to(device)))
+        out = embedder(correct.apply(normalize(pixels[start : start + batch_size].to(device))))
         patches = out.patches.float().cpu() if out.patches is not None else None
         yield Embeddings(out.h.float().cpu(), out.z.float().cpu(), patches)
 

@@ -142,6 +142,7 @@ def detector_settings(config: TrainConfig) -> DetectorSettings:
         max_patch_candidates=config.max_patch_candidates,
         map_sigma=config.map_sigma,
         score_rule=config.score_rule,
+        photometric=config.photometric,
         batch_size=config.eval_batch_size,
         seed=config.seed,
     )

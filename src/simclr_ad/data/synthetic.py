@@ -177,10 +177,10 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> FloatArray
 
 
 def _draw_light(rng: np.random.Generator, size: int) -> FloatArray:
-    """HxW lighting gain: global brightness within ±10 % times a gentle linear gradient."""
+    """HxW lighting gain: global brightness within ±4 % times a gentle linear gradient."""
     x, y = _grid(size)
-    gain = rng.uniform(0.9, 1.1)
-    gx, gy = rng.uniform(-0.08, 0.08, size=2)
+    gain = rng.uniform(0.96, 1.04)
+    gx, gy = rng.uniform(-0.04, 0.04, size=2)
     return gain * (1.0 + gx * x + gy * y)
 
 
@@ -277,7 +277,7 @@ def _render(
 
 # -------------------------------- fabric: woven texture (RGB)
 
-_FABRIC_BACKING = np.array([0.1, 0.09, 0.09])
+_FABRIC_BACKING = np.array([0.16, 0.16, 0.2])
 _FABRIC_SCRATCH = (np.array([0.92, 0.92, 0.9]), np.array([0.05, 0.05, 0.08]))
 _FABRIC_STAIN = np.array([0.45, 0.3, 0.15])
 
@@ -294,17 +294,17 @@ class _FabricScene(_Scene):
 
 
 def _draw_fabric(rng: np.random.Generator, size: int) -> _FabricScene:
-    tint = rng.normal(0.0, 0.02, size=3)
+    tint = rng.normal(0.0, 0.01, size=3)
     return _FabricScene(
         size=size,
         light=_draw_light(rng, size),
-        noise=rng.normal(0.0, 0.02, size=(size, size, 3)),
-        angle=rng.uniform(-0.05, 0.05),
-        period=max(1.0 / rng.uniform(19.0, 22.0), 3.0 / size),
+        noise=rng.normal(0.0, 0.008, size=(size, size, 3)),
+        angle=rng.uniform(-0.02, 0.02),
+        period=max(1.0 / 20.0, 3.0 / size),
         phase=rng.uniform(0.0, 3.0, size=2),
         warp=np.array([0.24, 0.32, 0.52]) + tint,
         weft=np.array([0.66, 0.66, 0.63]) + tint,
-        slub=rng.normal(1.0, 0.05, size=(2, 64)),
+        slub=rng.normal(1.0, 0.03, size=(2, 64)),
         mottle=_smooth_noise(rng, size, cells=6),
     )
 
@@ -325,7 +325,7 @@ def _fabric_layers(scene: _FabricScene, shift: FloatArray | None = None) -> _Lay
     weft = scene.slub[1][ib % 64] * (0.55 + 0.45 * across_weft**0.5) * (0.85 + 0.15 * across_warp)
     over = ((ia - ib) % 3 != 2)[..., None]
     fg = np.where(over, scene.warp * warp[..., None], scene.weft * weft[..., None])
-    fg = fg * (1.0 + 0.05 * scene.mottle)[..., None]
+    fg = fg * (1.0 + 0.02 * scene.mottle)[..., None]
     return _Layers(fg, np.broadcast_to(_FABRIC_BACKING, fg.shape), np.ones_like(x))
 
 
@@ -336,37 +336,37 @@ def _fabric_spot(scene: _FabricScene, rng: np.random.Generator) -> FloatArray:
 
 def _fabric_scratch(scene: _FabricScene, rng: np.random.Generator) -> _Defected:
     centre = _fabric_spot(scene, rng)
-    line = _random_polyline(rng, centre, length=rng.uniform(0.15, 0.3), n_segments=2, wiggle=0.15)
-    alpha = _line_alpha(line, half_width=max(0.6 / scene.size, 0.007), size=scene.size)
+    line = _random_polyline(rng, centre, length=rng.uniform(0.25, 0.4), n_segments=2, wiggle=0.15)
+    alpha = _line_alpha(line, half_width=max(1.0 / scene.size, 0.014), size=scene.size)
     colour = _FABRIC_SCRATCH[rng.integers(2)]
-    return _paint(_fabric_layers(scene), alpha, colour, strength=rng.uniform(0.5, 0.7))
+    return _paint(_fabric_layers(scene), alpha, colour, strength=rng.uniform(0.55, 0.7))
 
 
 def _fabric_hole(scene: _FabricScene, rng: np.random.Generator) -> _Defected:
     centre = _fabric_spot(scene, rng)
-    radius = rng.uniform(0.03, 0.05)
+    radius = rng.uniform(0.045, 0.06)
     hole = _blob_alpha(rng, centre, radius=radius, softness=1.5 / scene.size, size=scene.size)
     return _cut(_fabric_layers(scene), 1.0 - hole)
 
 
 def _fabric_stain(scene: _FabricScene, rng: np.random.Generator) -> _Defected:
     centre = _fabric_spot(scene, rng)
-    radius = rng.uniform(0.05, 0.08)
-    blob = _blob_alpha(rng, centre, radius=radius, softness=0.4 * radius, size=scene.size)
-    return _paint(_fabric_layers(scene), blob, _FABRIC_STAIN, strength=rng.uniform(0.3, 0.45))
+    radius = rng.uniform(0.065, 0.09)
+    blob = _blob_alpha(rng, centre, radius=radius, softness=0.3 * radius, size=scene.size)
+    return _paint(_fabric_layers(scene), blob, _FABRIC_STAIN, strength=rng.uniform(0.45, 0.6))
 
 
 def _fabric_deformation(scene: _FabricScene, rng: np.random.Generator) -> _Defected:
-    """A local twist: the weave turns by up to ~40 degrees around a point, fading with distance."""
+    """A twisted patch: the weave turns by 35-50 degrees within a disc, with a short transition."""
     centre = _fabric_spot(scene, rng)
-    twist = rng.uniform(0.4, 0.7) * rng.choice([-1.0, 1.0])
-    sigma = max(rng.uniform(0.03, 0.045), 0.6 * scene.period)
+    twist = rng.uniform(0.8, 1.1) * rng.choice([-1.0, 1.0])
+    sigma = max(rng.uniform(0.05, 0.065), 0.6 * scene.period)
     x, y = _grid(scene.size)
     dx, dy = x - centre[0], y - centre[1]
-    weight = np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+    weight = np.exp(-(((dx**2 + dy**2) / sigma**2) ** 2) / 2)
     tx, ty = _rotate(dx, dy, twist * weight)
     shift = np.stack([dx - tx, dy - ty])
-    moved = np.hypot(shift[0], shift[1]) > 0.15 * scene.period
+    moved = np.hypot(shift[0], shift[1]) > 0.25 * scene.period
     return _Defected(_fabric_layers(scene, shift), moved | (weight > 0.5))
 
 
@@ -402,19 +402,19 @@ class _PillScene(_Scene):
 
 
 def _draw_pill(rng: np.random.Generator, size: int) -> _PillScene:
-    scale = rng.uniform(0.96, 1.04)
+    scale = rng.uniform(0.98, 1.02)
     speckle = _smooth_noise(rng, size, cells=max(min(40, size // 3), 2))
     return _PillScene(
         size=size,
         light=_draw_light(rng, size),
-        noise=rng.normal(0.0, 0.012, size=(size, size, 3)),
-        centre=rng.uniform(-0.03, 0.03, size=2),
-        angle=rng.uniform(-0.2, 0.2),
-        half_length=0.2 * scale,
-        radius=0.13 * scale,
-        body=np.array([0.86, 0.84, 0.78]) + rng.normal(0.0, 0.015, size=3),
-        background=np.array([0.13, 0.14, 0.16]) + rng.normal(0.0, 0.01, size=3),
-        speckle=_smoothstep((speckle - 1.3) / 0.5),
+        noise=rng.normal(0.0, 0.006, size=(size, size, 3)),
+        centre=rng.uniform(-0.015, 0.015, size=2),
+        angle=rng.uniform(-0.04, 0.04),
+        half_length=0.24 * scale,
+        radius=0.155 * scale,
+        body=np.array([0.86, 0.84, 0.78]) + rng.normal(0.0, 0.008, size=3),
+        background=np.array([0.13, 0.14, 0.16]) + rng.normal(0.0, 0.005, size=3),
+        speckle=_smoothstep((speckle - 1.6) / 0.5),
     )
 
 
@@ -428,10 +428,10 @@ def _pill_frame(scene: _PillScene) -> tuple[FloatArray, FloatArray, FloatArray]:
 
 def _pill_print(scene: _PillScene, u: FloatArray, v: FloatArray) -> FloatArray:
     """HxW coverage of the printed mark: a ring on one half, a bar on the other."""
-    width = max(0.6 / scene.size, 0.007)
-    ring = np.abs(np.hypot(u + 0.5 * scene.half_length, v) - 0.045)
-    bar_u = 0.5 * scene.half_length
-    bar = _segment_distance(u, v, np.array([bar_u, -0.04]), np.array([bar_u, 0.04]))
+    width = max(0.6 / scene.size, 0.008)
+    ring = np.abs(np.hypot(u + 0.5 * scene.half_length, v) - 0.35 * scene.radius)
+    bar_u, bar_v = 0.5 * scene.half_length, 0.3 * scene.radius
+    bar = _segment_distance(u, v, np.array([bar_u, -bar_v]), np.array([bar_u, bar_v]))
     return np.clip((width - np.minimum(ring, bar)) * scene.size + 0.5, 0.0, 1.0)
 
 
@@ -442,7 +442,7 @@ def _pill_layers(scene: _PillScene, dent: FloatArray | None = None) -> _Layers:
     alpha = np.clip(0.5 - sdf * scene.size, 0.0, 1.0)
     z = np.sqrt(np.clip(1.0 - (dist / scene.radius) ** 2, 0.0, 1.0))
     shade = 0.72 + 0.28 * z + 0.1 * np.exp(-((((v / scene.radius) + 0.4) / 0.25) ** 2))
-    fg = _mix(scene.body * shade[..., None], _PILL_SPECKLE, 0.6 * scene.speckle)
+    fg = _mix(scene.body * shade[..., None], _PILL_SPECKLE, 0.5 * scene.speckle)
     fg = _mix(fg, _PILL_PRINT, 0.8 * _pill_print(scene, u, v))
     return _Layers(fg, np.broadcast_to(scene.background, fg.shape), alpha)
 
@@ -459,15 +459,15 @@ def _pill_outline(scene: _PillScene) -> BoolArray:
 
 def _pill_crack(scene: _PillScene, rng: np.random.Generator) -> _Defected:
     centre = _pick_point(rng, _pill_region(scene, inner=0.0, outer=0.6))
-    line = _random_polyline(rng, centre, length=rng.uniform(0.1, 0.16), n_segments=4, wiggle=0.6)
-    alpha = _line_alpha(line, half_width=max(0.6 / scene.size, 0.005), size=scene.size)
-    return _paint(_pill_layers(scene), alpha, _PILL_CRACK, strength=rng.uniform(0.5, 0.65))
+    line = _random_polyline(rng, centre, length=rng.uniform(0.22, 0.3), n_segments=4, wiggle=0.6)
+    alpha = _line_alpha(line, half_width=max(1.0 / scene.size, 0.015), size=scene.size)
+    return _paint(_pill_layers(scene), alpha, _PILL_CRACK, strength=rng.uniform(0.8, 0.9))
 
 
 def _pill_missing(scene: _PillScene, rng: np.random.Generator) -> _Defected:
     """A bite out of the capsule's outline, showing the background."""
     centre = _pick_point(rng, _pill_outline(scene))
-    radius = rng.uniform(0.035, 0.055)
+    radius = rng.uniform(0.05, 0.065)
     bite = _blob_alpha(rng, centre, radius=radius, softness=1.0 / scene.size, size=scene.size)
     clean = _pill_layers(scene)
     return _cut(clean, clean.alpha * (1.0 - bite))
@@ -475,16 +475,16 @@ def _pill_missing(scene: _PillScene, rng: np.random.Generator) -> _Defected:
 
 def _pill_stain(scene: _PillScene, rng: np.random.Generator) -> _Defected:
     centre = _pick_point(rng, _pill_region(scene, inner=0.0, outer=0.7))
-    radius = rng.uniform(0.03, 0.05)
-    blob = _blob_alpha(rng, centre, radius=radius, softness=0.4 * radius, size=scene.size)
-    return _paint(_pill_layers(scene), blob, _PILL_STAIN, strength=rng.uniform(0.35, 0.5))
+    radius = rng.uniform(0.055, 0.075)
+    blob = _blob_alpha(rng, centre, radius=radius, softness=0.3 * radius, size=scene.size)
+    return _paint(_pill_layers(scene), blob, _PILL_STAIN, strength=rng.uniform(0.55, 0.7))
 
 
 def _pill_deformation(scene: _PillScene, rng: np.random.Generator) -> _Defected:
     """A bulge (or dent) of the outline; the mask is where the silhouette changed."""
     centre = _pick_point(rng, _pill_outline(scene))
-    amplitude = max(rng.uniform(0.025, 0.04), 1.5 / scene.size) * rng.choice([-1.0, 1.0])
-    sigma = rng.uniform(0.04, 0.055)
+    amplitude = max(rng.uniform(0.07, 0.09), 1.5 / scene.size) * rng.choice([-1.0, 1.0])
+    sigma = rng.uniform(0.045, 0.055)
     x, y = _grid(scene.size)
     dent = amplitude * np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
     deformed = _pill_layers(scene, dent)
@@ -506,8 +506,8 @@ def _render_pill(rng: np.random.Generator, size: int, defect: str | None) -> Syn
 # -------------------------------- bolt: threaded part (grayscale)
 
 # Along the bolt's axis u: head, plain shank, thread, tapered tip. Half widths across it (v).
-_HEAD_START, _HEAD_END, _THREAD_START, _TIP_START, _TIP_END = -0.36, -0.25, -0.1, 0.26, 0.36
-_HEAD_HALF_WIDTH, _SHANK_HALF_WIDTH, _THREAD_DEPTH = 0.13, 0.055, 0.012
+_HEAD_START, _HEAD_END, _THREAD_START, _TIP_START, _TIP_END = -0.43, -0.3, -0.12, 0.31, 0.43
+_HEAD_HALF_WIDTH, _SHANK_HALF_WIDTH, _THREAD_DEPTH = 0.155, 0.066, 0.0145
 
 
 @dataclass(frozen=True)
@@ -537,13 +537,13 @@ def _draw_bolt(rng: np.random.Generator, size: int) -> _BoltScene:
     return _BoltScene(
         size=size,
         light=_draw_light(rng, size),
-        noise=rng.normal(0.0, 0.015, size=(size, size, 1)),
-        centre=rng.uniform(-0.03, 0.03, size=2),
-        angle=rng.uniform(-0.25, 0.25),
-        pitch=max(rng.uniform(0.028, 0.032), 3.0 / size),
+        noise=rng.normal(0.0, 0.006, size=(size, size, 1)),
+        centre=rng.uniform(-0.015, 0.015, size=2),
+        angle=rng.uniform(-0.04, 0.04),
+        pitch=max(0.036, 3.0 / size),
         thread_phase=rng.uniform(0.0, 1.0),
-        metal=rng.uniform(0.5, 0.56),
-        background=rng.uniform(0.8, 0.84),
+        metal=rng.uniform(0.52, 0.54),
+        background=rng.uniform(0.81, 0.83),
         mottle=_smooth_noise(rng, size, cells=5),
     )
 
@@ -590,7 +590,7 @@ def _bolt_layers(
     alpha = np.clip(0.5 - (np.abs(v) - cover_hw) * s, 0.0, 1.0)
     alpha *= np.clip((u - _HEAD_START) * s + 0.5, 0.0, 1.0)
     alpha *= np.clip((_TIP_END - u) * s + 0.5, 0.0, 1.0)
-    tone = 1.0 + 0.025 * scene.mottle
+    tone = 1.0 + 0.008 * scene.mottle
     fg = (scene.metal * _bolt_shade(scene, u, v, hw) * tone)[..., None]
     return _Layers(fg, (scene.background * tone)[..., None], alpha)
 
@@ -604,17 +604,17 @@ def _bolt_inside(scene: _BoltScene) -> BoolArray:
 
 def _bolt_scratch(scene: _BoltScene, rng: np.random.Generator) -> _Defected:
     centre = _pick_point(rng, _bolt_inside(scene))
-    line = _random_polyline(rng, centre, length=rng.uniform(0.07, 0.12), n_segments=2, wiggle=0.2)
-    alpha = _line_alpha(line, half_width=max(0.6 / scene.size, 0.006), size=scene.size)
-    return _paint(_bolt_layers(scene), alpha, np.array([0.95]), strength=rng.uniform(0.45, 0.6))
+    line = _random_polyline(rng, centre, length=rng.uniform(0.12, 0.18), n_segments=2, wiggle=0.2)
+    alpha = _line_alpha(line, half_width=max(1.0 / scene.size, 0.013), size=scene.size)
+    return _paint(_bolt_layers(scene), alpha, np.array([0.95]), strength=rng.uniform(0.65, 0.8))
 
 
 def _bolt_hole(scene: _BoltScene, rng: np.random.Generator) -> _Defected:
     """A chunk of thread missing from one flank."""
     notch = _Notch(
         centre=rng.uniform(_THREAD_START + 0.04, _TIP_START - 0.04),
-        half_length=rng.uniform(0.03, 0.05),
-        depth=max(rng.uniform(0.03, 0.05), 2.0 / scene.size),
+        half_length=rng.uniform(0.04, 0.06),
+        depth=max(rng.uniform(0.045, 0.06), 2.0 / scene.size),
         side=float(rng.choice([-1.0, 1.0])),
     )
     return _cut(_bolt_layers(scene), _bolt_layers(scene, notch=notch).alpha)
@@ -622,19 +622,19 @@ def _bolt_hole(scene: _BoltScene, rng: np.random.Generator) -> _Defected:
 
 def _bolt_stain(scene: _BoltScene, rng: np.random.Generator) -> _Defected:
     centre = _pick_point(rng, _bolt_inside(scene))
-    radius = rng.uniform(0.025, 0.04)
-    blob = _blob_alpha(rng, centre, radius=radius, softness=0.4 * radius, size=scene.size)
-    return _paint(_bolt_layers(scene), blob, np.array([0.1]), strength=rng.uniform(0.35, 0.5))
+    radius = rng.uniform(0.045, 0.06)
+    blob = _blob_alpha(rng, centre, radius=radius, softness=0.3 * radius, size=scene.size)
+    return _paint(_bolt_layers(scene), blob, np.array([0.1]), strength=rng.uniform(0.65, 0.8))
 
 
 def _bolt_deformation(scene: _BoltScene, rng: np.random.Generator) -> _Defected:
-    """A bent tip; the mask is the part of the bolt that moved by more than half a pixel."""
-    start = rng.uniform(0.08, 0.18)
-    deflection = max(rng.uniform(0.025, 0.04), 2.0 / scene.size) * rng.choice([-1.0, 1.0])
+    """A bent tip; the mask is the part of the bolt that moved by more than a pixel."""
+    start = rng.uniform(0.1, 0.22)
+    deflection = max(rng.uniform(0.06, 0.09), 2.0 / scene.size) * rng.choice([-1.0, 1.0])
     bend = _Bend(start=start, curvature=deflection / (_TIP_END - start) ** 2)
     clean, bent = _bolt_layers(scene), _bolt_layers(scene, bend=bend)
     u = _bolt_frame(scene)[0]
-    moved = np.abs(bend.curvature) * np.maximum(u - start, 0.0) ** 2 > 0.5 / scene.size
+    moved = np.abs(bend.curvature) * np.maximum(u - start, 0.0) ** 2 > 1.0 / scene.size
     return _Defected(bent, moved & ((clean.alpha > 0.5) | (bent.alpha > 0.5)))
 
 

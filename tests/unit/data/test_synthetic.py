@@ -153,7 +153,7 @@ def test_defect_changes_pixels_inside_its_mask_only(name: str, defect: str) -> N
         diff = np.abs(sample.image.astype(float) - good)
         diff = diff.max(axis=-1) if diff.ndim == 3 else diff
         mask = sample.mask
-        assert mask.shape == (SIZE, SIZE) and 0.0005 < mask.mean() < 0.05
+        assert mask.shape == (SIZE, SIZE) and 0.002 < mask.mean() < 0.05  # MVTec-like 0.2-5 %
         inside, outside = diff[mask].mean(), diff[~mask].mean()
         assert inside > 8.0, (seed, inside)  # visible: several grey levels on average
         assert inside > 10.0 * outside, (seed, inside, outside)
