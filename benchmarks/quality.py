@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EFFICIENTNET = SHARED / "weights" / "efficientnet_lite0_imagenet.safetensors"
 EFF = {"backbone": "efficientnet_lite0", "weights": str(EFFICIENTNET)}
+# The shared weights are a port of Google's TensorFlow EfficientNet-Lite0, trained with TF "SAME"
+# padding: timm's tf_ variant pads the same way, so its maps line up with the image.
+TF_EFF = {"backbone": "tf_efficientnet_lite0", "weights": str(EFFICIENTNET)}
 WRITE_UP = {
     "augment": "seed",
     "temperature": 0.07,
@@ -46,11 +49,13 @@ WRITE_UP = {
 
 def synthetic_suite() -> list[tuple[str, dict[str, Any]]]:
     demo = dict(DEMO_TRAIN)
+    pretrained = {**demo, **TF_EFF, "epochs": 0, "patch_stages": []}
     return [
-        ("demo settings (resnet18, random init, SimCLR)", {**demo, "weights": "none"}),
-        ("demo settings, EfficientNet-Lite0 ImageNet, no training", {**demo, **EFF, "epochs": 0}),
+        ("demo settings: resnet18 random init, 3 SimCLR epochs", {**demo, "weights": "none"}),
+        ("resnet18 random init, no training", {**demo, "weights": "none", "epochs": 0}),
+        ("tf_efficientnet_lite0 ImageNet, no training", pretrained),
         (
-            "write-up config (seed aug, z, pooled), random init",
+            "write-up config (seed aug, mahalanobis z, pooled), random init, 3 epochs",
             {**demo, "weights": "none", **WRITE_UP},
         ),
     ]
@@ -59,14 +64,18 @@ def synthetic_suite() -> list[tuple[str, dict[str, Any]]]:
 def screw_suite() -> list[tuple[str, dict[str, Any]]]:
     base = {"categories": ["screw"], "image_size": 256, "epochs": 0}
     return [
-        ("EfficientNet-Lite0 ImageNet, no training, gain correction", {**base, **EFF}),
+        ("efficientnet_lite0 ImageNet, 256 px, no training", {**base, **EFF}),
         (
-            "EfficientNet-Lite0 ImageNet, no training, no correction",
+            "efficientnet_lite0, 256 px, no brightness correction",
             {**base, **EFF, "photometric": "none"},
         ),
-        ("resnet18 random init, no training", {**base, "weights": "none"}),
         (
-            "write-up config (seed aug, z, pooled), EfficientNet-Lite0, 2 epochs",
+            "tf_efficientnet_lite0 ImageNet, 320 px, no training",
+            {**base, **TF_EFF, "image_size": 320},
+        ),
+        ("resnet18 random init, 256 px, no training", {**base, "weights": "none"}),
+        (
+            "write-up config (seed aug, mahalanobis z, pooled), efficientnet_lite0, 2 epochs",
             {**base, **EFF, **WRITE_UP, "epochs": 2, "batch_size": 64},
         ),
     ]

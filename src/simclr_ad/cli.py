@@ -52,6 +52,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--coreset-ratio", type=float, help="share of patches kept in the memory bank")
     d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")
     d.add_argument("--photometric", help="brightness correction: none | gain | standardize")
+    d.add_argument("--patch-stages", help="backbone stages of the patch features, e.g. 1,2")
     d.add_argument("--score-rule", help="max | topk_mean (image score from the anomaly map)")
     p.add_argument(
         "--resume", type=Path, help="checkpoint to continue from (RUN/checkpoints/*.ckpt)"

@@ -71,7 +71,7 @@ class TrainConfig:
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
     map_sigma: float = 4.0
-    score_rule: str = "max"
+    score_rule: str = "topk_mean"  # mean of the top 1% of the map; "max" is PatchCore's
     photometric: str = "gain"  # per-image brightness correction: none | gain | standardize
     eval_batch_size: int = 32
 
@@ -158,8 +158,17 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
         if not isinstance(value, list | tuple):
             _fail(key, value, "a list")
         element = _TUPLE_ELEMENTS.get(key) or (type(default[0]) if default else str)
+        if element is not str:  # "1,2" from a flag
+            value = [_number(key, v, element) if isinstance(v, str) else v for v in value]
         return tuple(_coerce_scalar(key, v, element) for v in value)
     return _coerce_scalar(key, value, type(default))
+
+
+def _number(key: str, text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        _fail(key, text, f"a list of {kind.__name__} values")
 
 
 def _coerce_scalar(key: str, value: Any, kind: type) -> Any:

@@ -42,7 +42,7 @@ class DetectorSettings:
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
     map_sigma: float = 4.0
-    score_rule: str = "max"
+    score_rule: str = "topk_mean"
     photometric: str = "gain"
     batch_size: int = 32
     seed: int = 0
