@@ -19,6 +19,8 @@ DETECTOR = [
     "patch,knn_h,mahalanobis_z,cosine_h",
     "--coreset-ratio",
     "0.5",
+    "--patch-stages",
+    "1,2",
 ]
 
 
@@ -107,8 +109,8 @@ def test_evaluate_writes_metrics_and_scores(
         "auroc": None,
         "aupro": None,
     }
-    assert patch["mean"]["image_auroc"] is not None  # quality: see test_quality_on_synthetic
-    assert patch["mean"]["pixel_auroc"] is not None
+    assert patch["mean"]["image_auroc"] > 0.8  # well above chance, even from random init
+    assert patch["mean"]["pixel_auroc"] > 0.8
     with open(out / "scores.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 20 and set(rows[0]) >= {
@@ -156,3 +158,13 @@ def test_calibration_never_reads_test_images(tiny_data: Path, tmp_path: Path, mo
     assert read, "the recorder saw no reads"
     assert not [p for p in read if "test" in p.relative_to(tiny_data).parts]
     assert {p.relative_to(tiny_data).parts[1] for p in read} == {"train"}
+
+
+def test_pooled_fits_one_scorer_set_for_all_categories(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "pooled"
+    argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), *TINY_TRAIN, *DETECTOR]
+    assert main([*argv, "--epochs", "0", "--pooled"]) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())["detector"]
+    assert meta["category_group"] == {"bolt": "__pooled__", "fabric": "__pooled__"}
+    assert list(meta["groups"]) == ["__pooled__"]
+    assert meta["thresholds"]["bolt"] == meta["thresholds"]["fabric"]
