@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
