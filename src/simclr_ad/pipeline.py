@@ -95,15 +95,17 @@ def config_for_resume(checkpoint_config: dict[str, Any], overrides: dict[str, An
 
 
 def prepare_run_dir(out: Path, *, resuming_into_same: bool, overwrite: bool) -> None:
-    """Refuse to overwrite a run with checkpoints unless resuming into it or told to overwrite."""
+    """Refuse to replace a run (checkpoints or a model) unless resuming into it or told to."""
     checkpoints = out / "checkpoints"
-    has_run = checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))
+    has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))
+    has_run = has_checkpoints or (out / "model" / "model.json").exists()
     if has_run and not (resuming_into_same or overwrite):
         raise UserError(
-            f"run folder {out} already holds checkpoints; use --resume {checkpoints / 'last.ckpt'} "
-            "to continue it, --overwrite to replace it, or another --out"
+            f"run folder {out} already holds checkpoints or a model; use --resume "
+            f"{checkpoints / 'last.ckpt'} to continue it, --overwrite to replace it, "
+            "or another --out"
         )
-    if has_run and overwrite:
+    if has_checkpoints and overwrite:
         shutil.rmtree(checkpoints)
     out.mkdir(parents=True, exist_ok=True)
 

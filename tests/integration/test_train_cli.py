@@ -100,15 +100,21 @@ def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path, capsys
     assert _train(tiny_data, run, "--epochs", "1") == 0
     before = (run / "checkpoints" / "last.ckpt").read_bytes()
     assert _train(tiny_data, run, "--epochs", "1", "--seed", "5") == 2
-    assert "already holds checkpoints" in capsys.readouterr().err
+    assert "already holds checkpoints or a model" in capsys.readouterr().err
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
     assert _train(tiny_data, run, "--epochs", "1", "--seed", "5", "--overwrite") == 0
     assert (run / "checkpoints" / "last.ckpt").read_bytes() != before
 
 
-def test_epochs_zero_saves_initial_encoder(tiny_data: Path, tmp_path: Path) -> None:
+def test_epochs_zero_saves_initial_encoder(tiny_data: Path, tmp_path: Path, capsys) -> None:
     assert _train(tiny_data, tmp_path / "run", "--epochs", "0") == 0
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    model = tmp_path / "run" / "model" / "model.safetensors"
+    before = model.read_bytes()
+    assert (
+        _train(tiny_data, tmp_path / "run", "--epochs", "0", "--seed", "3") == 2
+    )  # never silently
+    assert "already holds checkpoints or a model" in capsys.readouterr().err
+    assert model.read_bytes() == before
 
 
 @pytest.mark.parametrize(
