@@ -26,7 +26,7 @@ if [ ! -f "$deps_venv/.complete" ]; then
     rm -rf "$deps_venv"
     mkdir -p "$CACHE"
     $PY -m venv "$deps_venv"
-    "$deps_venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    "$deps_venv/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | { grep -v "is ignored" || true; }
     mapfile -t reqs < <($PY - <<'PYEOF'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
