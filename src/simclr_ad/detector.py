@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from simclr_ad.bundle import prefixed, unprefixed
 from simclr_ad.calibration import Calibration, calibrate_threshold
 from simclr_ad.embeddings import Embedder, Photometric, flatten_patches, iter_embeddings
 from simclr_ad.models.simclr import SimCLRModel
@@ -251,8 +252,7 @@ def detector_state(detector: Detector) -> tuple[dict[str, Tensor], dict[str, Any
         if scorer_set.patch is not None:
             fitted["patch"] = scorer_set.patch
         for name, scorer in fitted.items():
-            for key, value in scorer.state_dict().items():
-                tensors[f"scorer.{group}.{name}.{key}"] = value
+            tensors |= prefixed(scorer.state_dict(), f"scorer.{group}.{name}.")
             entries[name] = {
                 "params": scorer.params(),
                 "calibration": scorer_set.calibrations[name].to_dict(),
@@ -284,8 +284,7 @@ def detector_from_state(
         photometric = Photometric(**entry_set["photometric"])
         scorer_set = ScorerSet(patch=None, global_scorers={}, photometric=photometric)
         for name, entry in entry_set["scorers"].items():
-            prefix = f"scorer.{group}.{name}."
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            state = unprefixed(dict(tensors), f"scorer.{group}.{name}.")
             if name == "patch":
                 scorer_set.patch = PatchScorer.from_state(entry["params"], state)
             else:

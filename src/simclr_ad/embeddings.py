@@ -178,17 +178,3 @@ def flatten_patches(patches: Tensor) -> Tensor:
     """N×P×h×w -> (N·h·w)×P."""
     N, P, h, w = patches.shape
     return patches.permute(0, 2, 3, 1).reshape(N * h * w, P)
-
-
-def subsample_patches(patches: Tensor, max_count: int, seed: int = 0) -> Tensor:
-    """At most ``max_count`` rows of (N·h·w)×P patches, chosen uniformly at random (seeded).
-
-    Keeps the memory bank's candidate set bounded for thousands of training images; the greedy
-    coreset then runs on this sample.
-    """
-    if patches.shape[0] <= max_count:
-        return patches
-    keep = torch.randperm(patches.shape[0], generator=torch.Generator().manual_seed(seed))[
-        :max_count
-    ]
-    return patches[keep.sort().values]
