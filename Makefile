@@ -1,11 +1,14 @@
 # Both targets set up .venv on a fresh machine first (idempotent; fast once done).
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint typecheck unit venv browser clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
 
 venv:
 	@bash scripts/bootstrap.sh
+
+browser:  # headless Chromium for the browser tests (Debian's package, when missing)
+	@bash scripts/install-browser.sh
 
 demo: venv
 	$(VENV)/bin/simclr-ad demo --out demo
@@ -17,7 +20,7 @@ lint: venv
 typecheck: venv
 	$(PY) -m mypy
 
-unit: venv
+unit: venv browser
 	$(PY) -m pytest -q
 
 test: lint typecheck unit
