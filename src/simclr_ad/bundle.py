@@ -1,7 +1,9 @@
 """The saved detector: ``model.safetensors`` (tensors) + ``model.json`` (metadata). No pickle.
 
-``model.json`` records the format version and the SHA-256 of ``model.safetensors``, so a
-missing, truncated, tampered or newer-format bundle is refused with one clear message. A bundle
+``model.json`` records the format version, the SHA-256 of ``model.safetensors`` and the SHA-256
+of its own other contents (canonical JSON), so a missing, truncated, tampered (tensors or
+metadata, e.g. an edited threshold) or newer-format bundle is refused with one clear message.
+The hashes detect damage and edits, they do not authenticate the author. A bundle
 is written to a temporary folder beside the target and renamed into place, so an interrupted
 write leaves the previous bundle intact.
 """
@@ -23,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from simclr_ad.errors import UserError
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: model.json carries metadata_sha256
 TENSORS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 
@@ -44,6 +46,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _metadata_sha256(metadata: dict[str, Any]) -> str:
+    """SHA-256 of the metadata as canonical JSON, without its own hash entry."""
+    body = {k: v for k, v in metadata.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def save_bundle(folder: Path, bundle: Bundle) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``folder``, replacing it atomically."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +61,7 @@ def save_bundle(folder: Path, bundle: Bundle) -> None:
         save_file(tensors, str(staging / TENSORS_FILE))
         metadata = {"format_version": BUNDLE_FORMAT, **bundle.metadata}
         metadata["tensors_sha256"] = _sha256(staging / TENSORS_FILE)
+        metadata["metadata_sha256"] = _metadata_sha256(metadata)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
         _replace_folder(staging, folder)
     except OSError as exc:
@@ -91,12 +100,19 @@ def load_bundle(folder: Path) -> Bundle:
         metadata = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"model bundle {meta_path} is unreadable or corrupt: {exc}") from None
-    if not isinstance(metadata, dict) or "format_version" not in metadata:
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("format_version"), int):
         raise UserError(f"{meta_path} is not a simclr-ad model description")
     if metadata["format_version"] > BUNDLE_FORMAT:
         raise UserError(
             f"model bundle {folder} has format {metadata['format_version']}, newer than this "
             f"simclr-ad reads ({BUNDLE_FORMAT}); upgrade simclr-ad"
+        )
+    if metadata["format_version"] >= 2 and _metadata_sha256(metadata) != metadata.get(
+        "metadata_sha256"
+    ):
+        raise UserError(
+            f"model bundle {folder}: {METADATA_FILE} does not match its recorded hash "
+            "(edited or corrupt); retrain or restore the bundle"
         )
     if _sha256(tensor_path) != metadata.get("tensors_sha256"):
         raise UserError(

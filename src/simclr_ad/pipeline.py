@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import safetensors
+import timm
 import torch
 
 from simclr_ad import __version__
@@ -224,8 +227,16 @@ def model_metadata(
         "model": dataclasses.asdict(model_spec(config)),
         "preprocessing": {
             "image_size": config.image_size,
+            "decode": "8-bit RGB, EXIF orientation applied",
+            "resize": "bicubic, antialiased, to image_size × image_size",
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
+        },
+        "decision": {
+            "primary_scorer": config.primary,
+            "target_fpr": config.target_fpr,
+            "normalized_score": "score / threshold (1.0 = the threshold)",
+            "is_anomalous": "score >= threshold",
         },
         "categories": categories,
         "training": {
@@ -236,6 +247,9 @@ def model_metadata(
         "versions": {
             "simclr_ad": __version__,
             "torch": torch.__version__,
+            "timm": timm.__version__,
+            "safetensors": safetensors.__version__,
+            "numpy": np.__version__,
             "python": platform.python_version(),
         },
     }

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_ad.bundle import Bundle, load_bundle, save_bundle
+from simclr_ad.bundle import BUNDLE_FORMAT, Bundle, load_bundle, save_bundle
 from simclr_ad.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -71,7 +71,8 @@ def test_bundle_round_trip_and_replace(tmp_path: Path) -> None:
     save_bundle(folder, first)
     loaded = load_bundle(folder)
     assert torch.equal(loaded.tensors["model.w"], first.tensors["model.w"])
-    assert loaded.metadata["categories"] == ["a"] and loaded.metadata["format_version"] == 1
+    assert loaded.metadata["categories"] == ["a"]
+    assert loaded.metadata["format_version"] == BUNDLE_FORMAT
     second = _bundle()
     save_bundle(folder, second)
     assert torch.equal(load_bundle(folder).tensors["model.w"], second.tensors["model.w"])
@@ -95,6 +96,9 @@ def test_bundle_refuses_tampered_truncated_newer_missing(tmp_path: Path) -> None
     meta = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**meta, "format_version": 7}))
     with pytest.raises(UserError, match="newer"):
+        load_bundle(folder)
+    (folder / "model.json").write_text(json.dumps({**meta, "categories": ["a", "b"]}))
+    with pytest.raises(UserError, match=r"model\.json does not match its recorded hash"):
         load_bundle(folder)
     (folder / "model.json").write_text("{")
     with pytest.raises(UserError, match="corrupt"):
