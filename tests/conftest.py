@@ -21,3 +21,24 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_TRAIN = ["--image-size", "32", "--batch-size", "8", "--weights", "none", "--device", "cpu"]
+
+
+def _train_tiny(root: Path, out: Path, *extra: str) -> Path:
+    from simclr_ad.cli import main
+
+    argv = ["-q", "train", "--data", str(root), "--out", str(out), *TINY_TRAIN, *extra]
+    assert main([*argv, "--epochs", "0", "--coreset-ratio", "0.5"]) == 0
+    return out / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector bundle for fabric and bolt at 32 px (encoder as initialised, no SimCLR epochs)."""
+    return _train_tiny(tiny_data, tmp_path_factory.mktemp("tiny_model") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_fabric_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``tiny_model`` with the one category fabric."""
+    out = tmp_path_factory.mktemp("tiny_fabric") / "run"
+    return _train_tiny(tiny_data, out, "--categories", "fabric")

@@ -1,4 +1,6 @@
-"""Command line: ``simclr-ad synth | train | demo``. Thin: parse, call the pipeline, print.
+"""Command line: ``simclr-ad synth | train | evaluate | demo | predict | serve | export``.
+
+Thin: parse, call the pipeline, print.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
 """
@@ -99,7 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo"))
     demo.add_argument("--device", default="auto")
+    _add_deploy_commands(sub)
     return parser
+
+
+def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    """``predict``, ``serve`` and ``export``: using a saved detector."""
+    pr = sub.add_parser("predict", help="score image files or folders; one CSV row per image")
+    pr.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
+    pr.add_argument("--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx")
+    pr.add_argument("--category", help="category of the images (default: the model's only one)")
+    pr.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    pr.add_argument("--heatmaps", type=Path, help="folder for anomaly-map overlay PNGs")
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
+
+    sv = sub.add_parser("serve", help="HTTP inspection service (FastAPI) with a web page")
+    sv.add_argument("--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (MB)")
+
+    ex = sub.add_parser("export", help="export one category's detector to ONNX, parity-checked")
+    ex.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--category", help="category to export (default: the model's only one)")
+    ex.add_argument("--out", type=Path, required=True, help="FILE.onnx")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,4 +240,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+def cmd_predict(args: argparse.Namespace) -> int:
+    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.predict import check_outputs, collect_images, predict_files
+    from simclr_ad.predictor import open_predictor
+
+    check_outputs(args.out, args.heatmaps, overwrite=args.overwrite)
+    files = collect_images(args.paths)
+    predictor = open_predictor(args.model, resolve_device(args.device))
+    category = predictor.resolve_category(args.category)
+    summary = predict_files(
+        predictor,
+        files,
+        category,
+        out=args.out,
+        heatmaps=args.heatmaps,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(
+        f"{summary.n_images} images ({category}): {summary.n_anomalous} anomalous, "
+        f"{summary.n_errors} unreadable, in {summary.seconds:.1f} s"
+        + (f"; predictions: {args.out}" if args.out else ""),
+        file=sys.stderr if args.out is None else sys.stdout,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from simclr_ad.service.server import serve
+
+    if not args.max_upload_mb > 0:
+        raise UserError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        device=args.device,
+        max_batch=args.max_batch,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from simclr_ad.export_onnx import PARITY_TOLERANCE, export_onnx
+    from simclr_ad.predictor import open_bundle
+
+    predictor = open_bundle(args.model, torch.device("cpu"))
+    category = predictor.resolve_category(args.category)
+    result = export_onnx(predictor, category, args.out, overwrite=args.overwrite)
+    print(f"exported {category} to {result.path}; parity on {len(result.torch_scores)} images:")
+    for i, (a, b) in enumerate(zip(result.torch_scores, result.onnx_scores, strict=True)):
+        print(f"  image {i}: pytorch {a:.6f}  onnxruntime {b:.6f}")
+    print(
+        f"max relative difference {result.max_relative_difference:.2e} "
+        f"(tolerance {PARITY_TOLERANCE:.0e}): ok"
+    )
+    return 0
+
+
+COMMANDS = {
+    "synth": cmd_synth,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
+    "predict": cmd_predict,
+    "serve": cmd_serve,
+    "export": cmd_export,
+}

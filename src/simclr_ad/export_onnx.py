@@ -1,0 +1,214 @@
+"""ONNX export of the whole detector of one category, checked against PyTorch with onnxruntime.
+
+The graph takes ImageNet-normalised float images B×3×S×S and gives the image scores (B) and the
+anomaly maps (B×S×S), every step of the PyTorch path inside it: photometric correction, the
+backbone's intermediate stages, 3×3 local averaging and resizing of the patch features, exact
+nearest-neighbour distances to the memory bank (a matrix product ranks the bank, the chosen
+neighbours' distances are recomputed as differences, as ``NearestNeighbourIndex`` does),
+bilinear upsampling, Gaussian smoothing and the image score rule. The threshold, its calibration
+and the preprocessing travel in the model's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simclr_ad import __version__
+from simclr_ad.embeddings import Embedder, Photometric
+from simclr_ad.errors import UserError
+from simclr_ad.predictor import ONNX_METADATA_KEY, BundlePredictor, OnnxPredictor
+from simclr_ad.scoring.patch import PatchScorer, gaussian_blur
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4  # relative difference of the image scores, ONNX Runtime vs PyTorch
+
+
+class DetectorGraph(nn.Module):
+    """The patch detector of one category as one traceable module.
+
+    Args:
+        embedder: the feature extractor (its patch stages are used).
+        scorer: the category's fitted patch scorer (memory bank K×C).
+        photometric: the category's brightness correction.
+        image_size: S, the side of the input images and of the maps.
+    """
+
+    bank: Tensor  # K×C
+    bank_sq: Tensor  # K, squared norms
+
+    def __init__(
+        self, embedder: Embedder, scorer: PatchScorer, photometric: Photometric, image_size: int
+    ) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.scorer = scorer
+        self.photometric = photometric
+        self.image_size = image_size
+        bank = scorer.state_dict()["bank"].float()
+        self.register_buffer("bank", bank)  # K×C
+        self.register_buffer("bank_sq", (bank * bank).sum(dim=1))  # K
+        self.k = min(scorer.k, bank.shape[0])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised B×3×S×S -> (scores B, anomaly maps B×S×S)."""
+        x = self.photometric.apply(x)
+        encoder = self.embedder.model.encoder
+        stages = encoder.forward_intermediates(  # type: ignore[operator]
+            x, indices=list(self.embedder.stages), intermediates_only=True
+        )
+        features = self.embedder.aggregate(stages)  # B×C×h×w
+        _, C, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, C)  # (B·h·w)×C
+        ranking = self.bank_sq - 2.0 * queries @ self.bank.T  # squared distance - |q|²
+        nearest = ranking.topk(self.k, dim=1, largest=False).indices  # (B·h·w)×k
+        differences = queries[:, None, :] - self.bank[nearest]  # (B·h·w)×k×C
+        distances = torch.linalg.vector_norm(differences, dim=2).mean(dim=1)  # B·h·w
+        size = (self.image_size, self.image_size)
+        maps = F.interpolate(
+            distances.reshape(-1, 1, h, w), size=size, mode="bilinear", align_corners=False
+        )
+        maps = gaussian_blur(maps[:, 0], sigma=self.scorer.sigma)  # B×S×S
+        return self.image_scores(maps), maps
+
+    def image_scores(self, maps: Tensor) -> Tensor:
+        """``PatchScorer.image_scores`` with the pixel count known ahead (traced shapes are
+        tensors): B×S×S -> B."""
+        pixels = maps.reshape(maps.shape[0], -1)  # B×S²
+        if self.scorer.score_rule == "max":
+            return pixels.amax(dim=1)
+        n = max(1, round(self.scorer.topk_fraction * self.image_size**2))
+        return pixels.topk(n, dim=1).values.mean(dim=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """The written file and the parity check: scores per sample image, both runtimes."""
+
+    path: Path
+    category: str
+    torch_scores: tuple[float, ...]
+    onnx_scores: tuple[float, ...]
+    max_relative_difference: float
+
+
+def sample_images(size: int, n: int = 4, seed: int = 0) -> Tensor:
+    """Deterministic uint8 n×3×S×S check images: mid grey, a gradient, then seeded noise."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
+    images[0] = 128
+    if n > 1:
+        ramp = torch.linspace(0, 255, size).round().to(torch.uint8)
+        images[1] = ramp.view(1, 1, size).expand(3, size, size)
+    return images
+
+
+def export_onnx(
+    predictor: BundlePredictor, category: str, out: Path, *, overwrite: bool = False
+) -> ExportResult:
+    """Export ``category``'s detector to ``out`` and check it against PyTorch.
+
+    The file is written beside ``out`` and moved into place only once onnxruntime reproduced
+    the PyTorch scores of the sample images within ``PARITY_TOLERANCE`` (relative).
+    """
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or add --overwrite")
+    detector = predictor.loaded.detector
+    if detector.settings.primary != "patch":
+        raise UserError(
+            f"only the patch scorer exports to ONNX; this model's primary scorer is "
+            f"{detector.settings.primary!r}"
+        )
+    scorer_set = detector.scorer_set(category)
+    if scorer_set.patch is None:
+        raise UserError(f"the model has no patch scorer for {category!r}")
+    size = detector.settings.image_size
+    graph = DetectorGraph(detector.embedder, scorer_set.patch, scorer_set.photometric, size)
+    graph = graph.cpu().eval()
+    images = sample_images(size)
+    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _trace_to_file(graph, images, staging)
+        _attach_metadata(staging, predictor, category)
+        onnx_scores = [p.score for p in OnnxPredictor(staging).predict(images, category)]
+        reference = BundlePredictor(predictor.loaded, torch.device("cpu"))
+        torch_scores = [p.score for p in reference.predict(images, category)]
+        difference = _max_relative_difference(torch_scores, onnx_scores)
+        if not difference <= PARITY_TOLERANCE:
+            raise UserError(
+                f"ONNX export of {category!r} does not reproduce the PyTorch scores: relative "
+                f"difference {difference:.2e} > {PARITY_TOLERANCE:.0e}; nothing written"
+            )
+        os.replace(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
+    return ExportResult(out, category, tuple(torch_scores), tuple(onnx_scores), difference)
+
+
+def _trace_to_file(graph: DetectorGraph, images: Tensor, path: Path) -> None:
+    from simclr_ad.data.augment import normalize
+
+    example = normalize(images[:2])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and trace notes
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            dynamo=False,  # the TorchScript exporter: timm's stage loop traces to a plain graph
+            input_names=["image"],
+            output_names=["score", "anomaly_map"],
+            dynamic_axes={name: {0: "batch"} for name in ("image", "score", "anomaly_map")},
+            opset_version=OPSET,
+        )
+
+
+def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> None:
+    """Threshold, calibration, preprocessing and provenance as ``metadata_props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = predictor.metadata
+    calibration = predictor.calibration(category)
+    description = {
+        "format": 1,
+        "category": category,
+        "image_size": predictor.image_size,
+        "input": "float32 B×3×S×S, RGB scaled to [0, 1] then ImageNet-normalised",
+        "outputs": {"score": "B", "anomaly_map": "B×S×S"},
+        "scorer": predictor.primary,
+        "threshold": calibration.threshold,
+        "calibration": calibration.to_dict(),
+        "normalized_score": "score / threshold (1.0 = the threshold)",
+        "preprocessing": meta.get("preprocessing", {}),
+        "bundle_tensors_sha256": meta.get("tensors_sha256"),
+        "train_files_hash": meta.get("training", {}).get("train_files_hash"),
+        "versions": {"simclr_ad": __version__, "torch": torch.__version__},
+    }
+    props = {
+        ONNX_METADATA_KEY: json.dumps(description),
+        "category": category,
+        "threshold": repr(calibration.threshold),
+        "target_fpr": repr(calibration.target_fpr),
+        "image_size": str(predictor.image_size),
+    }
+    onnx.helper.set_model_props(model, props)
+    model.producer_name, model.producer_version = "simclr-ad", __version__
+    onnx.save(model, str(path))
+
+
+def _max_relative_difference(reference: list[float], other: list[float]) -> float:
+    a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-12)))

@@ -1,0 +1,207 @@
+"""Batch prediction over files and folders: one CSV row per image, optional heatmap overlays.
+
+An unreadable file gets its row with the error and the others go on. Images are decoded in a
+small thread pool (PIL releases the GIL), a batch at a time, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from tqdm import tqdm
+
+from simclr_ad.data.images import IMAGE_EXTENSIONS, UnreadableImageError, read_rgb
+from simclr_ad.errors import UserError
+from simclr_ad.heatmap import overlay
+from simclr_ad.predictor import Prediction, Predictor, stack_images
+
+CSV_COLUMNS = (
+    "path",
+    "category",
+    "score",
+    "normalized_score",
+    "threshold",
+    "is_anomalous",
+    "error",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+    """A file to score and the relative name of its heatmap (``<folder-relative path>.png``)."""
+
+    path: Path
+    heatmap_name: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictSummary:
+    """Counts of a batch prediction."""
+
+    n_images: int
+    n_anomalous: int
+    n_errors: int
+    seconds: float
+
+
+def collect_images(paths: Sequence[Path]) -> list[ImageFile]:
+    """Files as given, and the image files (by extension) under folders, recursively, sorted."""
+    found: list[ImageFile] = []
+    for root in paths:
+        if root.is_dir():
+            files = sorted(
+                p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            found += [ImageFile(p, p.relative_to(root).with_suffix(".png")) for p in files]
+        elif root.is_file():
+            found.append(ImageFile(root, Path(root.with_suffix(".png").name)))
+        else:
+            raise UserError(f"{root} does not exist")
+    if not found:
+        names = ", ".join(str(p) for p in paths)
+        raise UserError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {names}")
+    return _unique_heatmap_names(found)
+
+
+def _unique_heatmap_names(files: list[ImageFile]) -> list[ImageFile]:
+    """Suffix ``-2``, ``-3``... where two inputs would share a heatmap file."""
+    seen: set[Path] = set()
+    unique = []
+    for item in files:
+        name, n = item.heatmap_name, 1
+        while name in seen:
+            n += 1
+            name = item.heatmap_name.with_name(f"{item.heatmap_name.stem}-{n}.png")
+        seen.add(name)
+        unique.append(ImageFile(item.path, name))
+    return unique
+
+
+def check_outputs(out: Path | None, heatmaps: Path | None, *, overwrite: bool) -> None:
+    """Refuse to replace an existing CSV or fill a non-empty heatmap folder without overwrite."""
+    if out is not None and out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or add --overwrite")
+    if heatmaps is not None and heatmaps.exists():
+        if not heatmaps.is_dir():
+            raise UserError(f"--heatmaps {heatmaps} exists and is not a folder")
+        if any(heatmaps.iterdir()) and not overwrite:
+            raise UserError(f"--heatmaps {heatmaps} is not empty; choose another or --overwrite")
+
+
+def _decode(item: ImageFile, size: int) -> np.ndarray | str:
+    """S×S×3 uint8 pixels, or the reason the file cannot be read."""
+    try:
+        return read_rgb(item.path, size)
+    except UnreadableImageError as exc:
+        return exc.reason
+
+
+def _batches(
+    files: Sequence[ImageFile], size: int, batch_size: int, pool: ThreadPoolExecutor
+) -> Iterator[list[tuple[ImageFile, np.ndarray | str]]]:
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        yield list(zip(chunk, pool.map(lambda f: _decode(f, size), chunk), strict=True))
+
+
+def _row(item: ImageFile, category: str, prediction: Prediction | None, error: str) -> list[str]:
+    if prediction is None:
+        return [str(item.path), category, "", "", "", "", error]
+    return [
+        str(item.path),
+        category,
+        f"{prediction.score:.6g}",
+        f"{prediction.normalized_score:.6g}",
+        f"{prediction.threshold:.6g}",
+        str(prediction.is_anomalous).lower(),
+        "",
+    ]
+
+
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[ImageFile],
+    category: str,
+    *,
+    out: Path | None,
+    heatmaps: Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PredictSummary:
+    """Score ``files`` as ``category``; CSV to ``out`` (stdout when None), overlays to ``heatmaps``.
+
+    The CSV is written beside ``out`` and renamed into place when complete.
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    started = time.perf_counter()
+    staging = None if out is None else out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with _open_csv(staging) as handle:
+            n_anomalous, n_errors = _predict_into(
+                predictor, files, category, handle, heatmaps, batch_size, progress
+            )
+        if staging is not None and out is not None:
+            os.replace(staging, out)
+    finally:
+        if staging is not None:
+            staging.unlink(missing_ok=True)
+    return PredictSummary(len(files), n_anomalous, n_errors, time.perf_counter() - started)
+
+
+def _open_csv(path: Path | None) -> contextlib.AbstractContextManager[IO[str]]:
+    if path is None:
+        return contextlib.nullcontext(sys.stdout)
+    return open(path, "w", newline="")
+
+
+def _predict_into(
+    predictor: Predictor,
+    files: Sequence[ImageFile],
+    category: str,
+    handle: IO[str],
+    heatmaps: Path | None,
+    batch_size: int,
+    progress: bool,
+) -> tuple[int, int]:
+    """Write the CSV rows of ``files`` to ``handle``; returns (anomalous, unreadable) counts."""
+    n_anomalous = n_errors = 0
+    writer = csv.writer(handle)
+    writer.writerow(CSV_COLUMNS)
+    with (
+        tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar,
+        ThreadPoolExecutor(max_workers=4) as pool,
+    ):
+        for batch in _batches(files, predictor.image_size, batch_size, pool):
+            readable = [i for i, (_, px) in enumerate(batch) if isinstance(px, np.ndarray)]
+            predictions: dict[int, Prediction] = {}
+            if readable:
+                pixels = stack_images([batch[i][1] for i in readable])  # type: ignore[misc]
+                results = predictor.predict(pixels, category, maps=heatmaps is not None)
+                predictions = dict(zip(readable, results, strict=True))
+            for i, (item, px) in enumerate(batch):
+                found = predictions.get(i)
+                if found is not None and heatmaps is not None and isinstance(px, np.ndarray):
+                    _write_heatmap(heatmaps / item.heatmap_name, px, found)
+                writer.writerow(_row(item, category, found, px if isinstance(px, str) else ""))
+                n_anomalous += found is not None and found.is_anomalous
+                n_errors += found is None
+            bar.update(len(batch))
+    return n_anomalous, n_errors
+
+
+def _write_heatmap(path: Path, rgb: np.ndarray, prediction: Prediction) -> None:
+    if prediction.anomaly_map is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay(rgb, prediction.anomaly_map, prediction.threshold).save(path)
