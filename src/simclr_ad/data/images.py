@@ -20,7 +20,7 @@ class UnreadableImageError(Exception):
         self.reason = reason
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Grayscale, 16-bit, palette, RGBA and CMYK images -> 8-bit RGB."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
@@ -55,7 +55,7 @@ def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
             with Image.open(path) as opened:
                 image = ImageOps.exif_transpose(opened)
                 image.load()
-        image = _to_rgb(image)
+        image = to_rgb(image)
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BICUBIC)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -1,0 +1,1 @@
+"""The HTTP inspection service: a FastAPI app around a Predictor (nothing loaded at import)."""

@@ -1,0 +1,140 @@
+"""The inspection service: FastAPI around a Predictor and a MicroBatcher.
+
+``POST /v1/predict`` (multipart ``image``, optional form ``category``, query ``heatmap``),
+``GET /health``, ``GET /v1/model``, ``GET /`` (the page), OpenAPI at ``/docs``. Bad requests
+get a 4xx JSON ``{"detail": ...}``, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from simclr_ad import __version__
+from simclr_ad.errors import UserError
+from simclr_ad.heatmap import overlay, png_bytes
+from simclr_ad.predictor import Predictor
+from simclr_ad.service.batching import MicroBatcher
+from simclr_ad.service.uploads import UploadError, UploadLimits, decode_upload
+
+MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart headers around the image
+
+
+class PredictResponse(BaseModel):
+    """The verdict on one uploaded image."""
+
+    category: str
+    score: float
+    normalized_score: float
+    threshold: float
+    is_anomalous: bool
+    latency_ms: float
+    heatmap_png: str | None = None  # base64 PNG overlay, when heatmap=true
+
+
+class _BodyLimit(BaseHTTPMiddleware):
+    """413 for a declared body larger than the upload limit, before it is read."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        super().__init__(app)
+        self.max_body = max_body
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return JSONResponse(
+                {"detail": f"request body larger than {self.max_body} bytes"}, status_code=413
+            )
+        return await call_next(request)
+
+
+def create_app(
+    predictor: Predictor, *, limits: UploadLimits | None = None, max_batch: int = 8
+) -> FastAPI:
+    """The service around ``predictor``; concurrent requests are micro-batched."""
+    limits = limits or UploadLimits()
+    batcher = MicroBatcher(predictor, max_batch=max_batch)
+    app = FastAPI(
+        title="simclr-ad inspection service",
+        version=__version__,
+        description="Anomaly scores, verdicts and heatmaps for images of known categories.",
+    )
+    app.add_middleware(_BodyLimit, max_body=limits.max_bytes + MULTIPART_OVERHEAD)
+    app.state.batcher = batcher
+    page = resources.files("simclr_ad.service").joinpath("static/index.html").read_text()
+
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    def model() -> dict[str, Any]:
+        """The bundle's metadata (or the ONNX model's description)."""
+        return {"categories": predictor.categories, **predictor.metadata}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True)
+    def predict(
+        image: Annotated[UploadFile, File(description="the image (PNG, JPEG, BMP, TIFF, WebP)")],
+        category: Annotated[str | None, Form()] = None,
+        heatmap: Annotated[bool, Query(description="include a base64 PNG overlay")] = False,
+    ) -> PredictResponse:
+        started = time.perf_counter()
+        try:
+            name = predictor.resolve_category(category)
+        except UserError as exc:
+            detail = str(exc).replace("--category", "category")
+            raise HTTPException(status_code=422, detail=detail) from None
+        data = image.file.read(limits.max_bytes + 1)
+        rgb = decode_upload(data, predictor.image_size, limits)
+        prediction = batcher.predict(rgb, name, maps=heatmap)
+        encoded = None
+        if heatmap and prediction.anomaly_map is not None:
+            png = png_bytes(overlay(rgb, prediction.anomaly_map, prediction.threshold))
+            encoded = base64.b64encode(png).decode("ascii")
+        return PredictResponse(
+            category=name,
+            score=prediction.score,
+            normalized_score=prediction.normalized_score,
+            threshold=prediction.threshold,
+            is_anomalous=prediction.is_anomalous,
+            latency_ms=round((time.perf_counter() - started) * 1000.0, 2),
+            heatmap_png=encoded,
+        )
+
+    return app
+
+
+MODEL_ENV, DEVICE_ENV, BATCH_ENV = "SIMCLR_AD_MODEL", "SIMCLR_AD_DEVICE", "SIMCLR_AD_MAX_BATCH"
+MAX_BYTES_ENV = "SIMCLR_AD_MAX_UPLOAD_BYTES"
+
+
+def app_from_environment() -> FastAPI:
+    """The app for ``uvicorn --factory`` (one per worker process), configured by variables."""
+    import torch
+
+    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.predictor import open_predictor
+
+    workers = max(1, int(os.environ.get("SIMCLR_AD_WORKERS", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    device = resolve_device(os.environ.get(DEVICE_ENV, "auto"))
+    predictor = open_predictor(Path(os.environ[MODEL_ENV]), device)
+    limits = UploadLimits(max_bytes=int(os.environ.get(MAX_BYTES_ENV, UploadLimits.max_bytes)))
+    return create_app(predictor, limits=limits, max_batch=int(os.environ.get(BATCH_ENV, "8")))

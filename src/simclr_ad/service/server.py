@@ -1,0 +1,71 @@
+"""Starting the service under uvicorn: one process, or ``workers`` processes sharing the port."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from simclr_ad.errors import UserError
+from simclr_ad.service import app as service_app
+from simclr_ad.service.uploads import UploadLimits
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A UserError naming the address when it cannot be bound."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def serve(
+    model: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    device: str = "auto",
+    max_batch: int = 8,
+    max_upload_bytes: int | None = None,
+) -> None:
+    """Serve ``model`` (bundle folder or ``.onnx``) until interrupted.
+
+    The model is loaded once here first, so a bad bundle fails with one line before uvicorn
+    starts; with ``workers > 1`` each worker process loads its own copy.
+    """
+    import uvicorn
+
+    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.predictor import open_predictor
+
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if max_batch < 1:
+        raise UserError(f"--max-batch must be >= 1, got {max_batch}")
+    predictor = open_predictor(model, resolve_device(device))
+    check_port_free(host, port)
+    limits = UploadLimits()
+    if max_upload_bytes is not None:
+        limits = UploadLimits(max_bytes=max_upload_bytes)
+    if workers == 1:
+        app = service_app.create_app(predictor, limits=limits, max_batch=max_batch)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    os.environ |= {
+        service_app.MODEL_ENV: str(model.resolve()),
+        service_app.DEVICE_ENV: device,
+        service_app.BATCH_ENV: str(max_batch),
+        service_app.MAX_BYTES_ENV: str(limits.max_bytes),
+        "SIMCLR_AD_WORKERS": str(workers),
+    }
+    uvicorn.run(
+        "simclr_ad.service.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
