@@ -137,6 +137,9 @@ class OnnxPredictor(Predictor):
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # idle threads sleep instead of spinning, so they leave the cores to the rest of the
+        # process (PyTorch, the web server) between runs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
