@@ -149,7 +149,7 @@ class Panel(NamedTuple):
 
 
 def gallery_figure(
-    rows: Sequence[Sequence[Panel]], heat_range: tuple[float, float], panel_inches: float = 1.9
+    rows: Sequence[Sequence[Panel]], heat_range: tuple[float, float], panel_inches: float = 1.55
 ) -> Figure:
     """A grid of panels, one row per case; heatmaps share ``heat_range`` (low, high)."""
     n_cols = max((len(r) for r in rows), default=1)

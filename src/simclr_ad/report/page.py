@@ -26,6 +26,8 @@ from simclr_ad.report.charts import (
 )
 from simclr_ad.report.data import (
     DATA_DIR,
+    DEFECT_LOWEST,
+    GOOD_HIGHEST,
     CategoryRows,
     load_category_data,
     read_run_data,
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 DPI = 90
+WORST_CASES = (f"gallery_{GOOD_HIGHEST}", f"gallery_{DEFECT_LOWEST}")
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif;
@@ -132,7 +135,18 @@ def _category_section(
         "calibrated threshold (bright). Worst cases are shown next to their nearest good "
         "training image (by global embedding h).</p>",
         '<div class="grid">',
-        *(write(f"{slug}_{k}", f"{category}: {title}", fig) for k, (title, fig) in gallery.items()),
+        *(
+            write(f"{slug}_{k}", f"{category}: {title}", fig)
+            for k, (title, fig) in gallery.items()
+            if k not in WORST_CASES
+        ),
+        "</div>",
+        f'<h3 id="{anchor}-worst">Worst cases</h3><div class="grid">',
+        *(
+            write(f"{slug}_{k}", f"{category}: {title}", fig)
+            for k, (title, fig) in gallery.items()
+            if k in WORST_CASES
+        ),
         "</div></section>",
     ]
     return "\n".join(parts)
@@ -157,7 +171,7 @@ def _toc(categories: list[str]) -> str:
         a = f"cat-{_slug(c)}"
         items.append(
             f'<li><a href="#{a}">{html.escape(c)}</a>: <a href="#{a}-curves">curves</a>, '
-            f'<a href="#{a}-gallery">gallery</a></li>'
+            f'<a href="#{a}-gallery">gallery</a>, <a href="#{a}-worst">worst cases</a></li>'
         )
     return f"<nav><strong>Contents</strong><ol>{''.join(items)}</ol></nav>"
 
