@@ -1,4 +1,4 @@
-"""Command line: ``simclr-ad synth | train | evaluate | demo | predict | serve | export``.
+"""Command line: ``simclr-ad synth | train | evaluate | report | demo | predict | serve | export``.
 
 Thin: parse, call the pipeline, print.
 
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
     )
+
+    report = sub.add_parser(
+        "report", help="rebuild EVAL/report.html from an evaluation's stored data (no model)"
+    )
+    report.add_argument("--eval", type=Path, required=True, help="evaluation folder (EVAL)")
 
     demo = sub.add_parser(
         "demo", help="synthetic data -> a few epochs of training, on CPU in minutes"
@@ -227,6 +232,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_tables(result.metrics))
     print(f"metrics: {args.out / 'metrics.json'}  scores: {args.out / 'scores.csv'}")
+    print(f"report: {result.report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from simclr_ad.report.page import build_report
+
+    if not args.eval.is_dir():
+        raise UserError(f"--eval {args.eval} is not a folder (expected an evaluate --out folder)")
+    print(f"report: {build_report(args.eval)}")
     return 0
 
 
@@ -237,6 +252,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo = run_demo(args.out, device=args.device)
     print(format_tables(demo.metrics))
     print(f"model: {demo.model_dir}\nevaluation: {demo.eval_dir}")
+    print(f"report: {demo.report}")
     return 0
 
 
@@ -307,6 +323,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "report": cmd_report,
     "demo": cmd_demo,
     "predict": cmd_predict,
     "serve": cmd_serve,

@@ -54,6 +54,7 @@ class DemoResult:
     model_dir: Path
     eval_dir: Path
     metrics: dict[str, Any]
+    report: Path
 
 
 def run_demo(out: Path, *, device: str = "auto") -> DemoResult:
@@ -77,4 +78,4 @@ def run_demo(out: Path, *, device: str = "auto") -> DemoResult:
     evaluation = evaluate(
         result.model_dir, data, out / "eval", device=resolve_device(device), overwrite=True
     )
-    return DemoResult(result.model_dir, out / "eval", evaluation.metrics)
+    return DemoResult(result.model_dir, out / "eval", evaluation.metrics, evaluation.report)

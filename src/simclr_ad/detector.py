@@ -61,10 +61,12 @@ class DetectorSettings:
 
 
 class Detection(NamedTuple):
-    """Scores of N images: one tensor[N] per scorer, and the patch scorer's maps N×S×S (or None)."""
+    """Scores of N images: one tensor[N] per scorer, the patch scorer's maps N×S×S (or None),
+    and the global embeddings ``h`` N×C the scorers saw (for reports)."""
 
     scores: dict[str, Tensor]
     maps: Tensor | None
+    h: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -125,6 +127,7 @@ class Detector:
         scorer_set = self.scorer_set(category)
         scores: dict[str, list[Tensor]] = {name: [] for name in self.settings.scorers}
         all_maps: list[Tensor] = []
+        all_h: list[Tensor] = []
         batches = iter_embeddings(
             self.embedder,
             pixels,
@@ -133,6 +136,7 @@ class Detector:
             photometric=scorer_set.photometric,
         )
         for emb in batches:
+            all_h.append(emb.h)
             for name, scorer in scorer_set.global_scorers.items():
                 scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
             if scorer_set.patch is not None and emb.patches is not None:
@@ -143,7 +147,20 @@ class Detector:
         return Detection(
             scores={k: torch.cat(v) if v else torch.empty(0) for k, v in scores.items()},
             maps=torch.cat(all_maps) if all_maps else None,
+            h=torch.cat(all_h) if all_h else None,
         )
+
+    @torch.no_grad()
+    def embed(self, pixels: Tensor, category: str, *, device: torch.device) -> Tensor:
+        """Global embeddings ``h`` N×C of uint8 N×3×S×S images of ``category``, as scored."""
+        batches = iter_embeddings(
+            self.embedder,
+            pixels,
+            device=device,
+            batch_size=self.settings.batch_size,
+            photometric=self.scorer_set(category).photometric,
+        )
+        return torch.cat([emb.h for emb in batches])
 
 
 def _new_global(name: str, settings: DetectorSettings) -> GlobalScorer:

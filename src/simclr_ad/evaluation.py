@@ -1,4 +1,6 @@
-"""``simclr-ad evaluate``: score ``test/*`` with every scorer of a bundle and measure it.
+"""``simclr-ad evaluate``: score ``test/*`` with every scorer of a bundle, measure it, and write
+the inspection report (``report.html``, from ``metrics.json``, ``scores.csv`` and the compact
+``report_data/`` stored here, so ``simclr-ad report`` can rebuild it without the model).
 
 Thresholds come from the bundle (calibrated on held-out good images at training time); the test
 set is only scored here, never used to choose anything. ``f1_max`` is the one test-fitted number
@@ -7,8 +9,10 @@ and is labelled as such.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import math
@@ -21,12 +25,23 @@ import numpy as np
 import torch
 
 from simclr_ad.data.images import read_mask
-from simclr_ad.data.mvtec import Sample, load_category
+from simclr_ad.data.mvtec import Sample, file_list_hash, load_category
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, scorer_names
 from simclr_ad.errors import UserError
 from simclr_ad.metrics import aupro, image_metrics, per_defect_auroc, pixel_auroc
 from simclr_ad.pipeline import LoadedDetector, load_detector
+from simclr_ad.report.data import (
+    DATA_DIR,
+    MAX_TRAIN_POINTS,
+    CategoryReportData,
+    collect_category,
+    save_category,
+    select_gallery,
+    spread_subset,
+    write_run_data,
+)
+from simclr_ad.report.page import FIGURES_DIR, REPORT_FILE, build_report
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +56,7 @@ class CategoryScores:
     detection: Detection
     counts: dict[str, int]
     seconds: float
+    pixels: torch.Tensor  # uint8 N×3×S×S, for the report's thumbnails
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +65,18 @@ class EvaluationResult:
 
     metrics: dict[str, Any]
     categories: tuple[CategoryScores, ...]
+    report: Path
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    existing = [p.name for p in (out / "metrics.json", out / "scores.csv") if p.exists()]
+    outputs = ("metrics.json", "scores.csv", REPORT_FILE, DATA_DIR, FIGURES_DIR)
+    existing = [name for name in outputs if (out / name).exists()]
     if existing and not overwrite:
         raise UserError(
             f"{out} already holds {', '.join(existing)}; use --overwrite or another --out"
         )
+    for stale in [*(out / DATA_DIR).glob("*.npz"), *(out / FIGURES_DIR).glob("*.png")]:
+        stale.unlink()  # an earlier evaluation's, replaced as --overwrite asked
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -87,7 +107,9 @@ def score_category(
         "test_good": sum(s.label == 0 for s in decoded.samples),
         "test_defect": sum(s.label == 1 for s in decoded.samples),
     }
-    return CategoryScores(category, decoded.samples, masks, detection, counts, seconds)
+    return CategoryScores(
+        category, decoded.samples, masks, detection, counts, seconds, decoded.pixels
+    )
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -162,10 +184,70 @@ def evaluate(
             "device": str(device),
         },
     }
-    evaluation = EvaluationResult(metrics, results)
+    metrics["run"] = run_identity(loaded, model_dir, root, results)
+    evaluation = EvaluationResult(metrics, results, out / REPORT_FILE)
     write_scores_csv(out / "scores.csv", loaded, evaluation)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for result in results:
+        save_category(
+            out / DATA_DIR / f"{result.category}.npz", report_data(loaded, root, result, device)
+        )
+    write_run_data(out / DATA_DIR / "run.json", model_dir.parent / "train_log.csv")
+    build_report(out)
     return evaluation
+
+
+def run_identity(
+    loaded: LoadedDetector, model_dir: Path, root: Path, results: Sequence[CategoryScores]
+) -> dict[str, Any]:
+    """What was evaluated: model and data identity, versions, training time."""
+    training = loaded.metadata["training"]
+    versions = dict(loaded.metadata.get("versions", {}))
+    for package in ("numpy", "scikit-learn", "matplotlib", "timm"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return {
+        "model_path": str(model_dir),
+        "model_sha256": loaded.metadata.get("tensors_sha256"),
+        "train_files_hash": training.get("train_files_hash"),
+        "test_files_hash": file_list_hash([s for r in results for s in r.samples], root),
+        "epochs_trained": training.get("epochs_trained"),
+        "training_seconds": training.get("seconds"),
+        "versions": versions,
+    }
+
+
+def report_data(
+    loaded: LoadedDetector, root: Path, result: CategoryScores, device: torch.device
+) -> CategoryReportData:
+    """Embeddings of (a spread subset of) the training good images and of the test images, and
+    the gallery's thumbnails, maps, masks and nearest training images."""
+    config = loaded.metadata["training"]["config"]
+    split = load_category(
+        root, result.category, val_fraction=config["val_fraction"], val_min=config["val_min"]
+    )
+    chosen = [split.train[i] for i in spread_subset(len(split.train), MAX_TRAIN_POINTS)]
+    train = decode_images(chosen, loaded.detector.settings.image_size)
+    h_train = loaded.detector.embed(train.pixels, result.category, device=device)
+    primary = loaded.detector.settings.primary
+    gallery = select_gallery(
+        result.detection.scores[primary].numpy(),
+        np.array([s.label for s in result.samples]),
+        [s.defect_type for s in result.samples],
+    )
+    h_test = result.detection.h
+    if h_test is None:  # a detector that returned no embeddings
+        h_test = loaded.detector.embed(result.pixels, result.category, device=device)
+    return collect_category(
+        paths=[str(s.path) for s in result.samples],
+        pixels=result.pixels,
+        masks=torch.from_numpy(result.masks),
+        maps=result.detection.maps,
+        h_test=h_test,
+        train_pixels=train.pixels,
+        h_train=h_train,
+        gallery=gallery,
+    )
 
 
 def write_scores_csv(path: Path, loaded: LoadedDetector, evaluation: EvaluationResult) -> None:

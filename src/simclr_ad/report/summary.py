@@ -1,0 +1,140 @@
+"""The report's tables, as escaped HTML: per category, method comparison, what was run."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from simclr_ad.report.charts import false_alarms
+from simclr_ad.report.data import CategoryRows
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _table(
+    table_id: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    row_classes: Sequence[str] = (),
+) -> str:
+    """An HTML table; every cell is escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    classes = list(row_classes) or [""] * len(rows)
+    body = "".join(
+        (f'<tr class="{html.escape(css)}">' if css else "<tr>")
+        + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for row, css in zip(rows, classes, strict=True)
+    )
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRows]) -> str:
+    """One row per category: the primary scorer at its calibrated threshold."""
+    primary = metrics["primary"]
+    header = [
+        "category",
+        "image AUROC [95% CI]",
+        "pixel AUROC",
+        "AUPRO",
+        "F1",
+        "precision",
+        "recall",
+        "trivial F1",
+        "false alarms / 1,000 good",
+        "test good / defective",
+    ]
+    body = []
+    for category, entry in metrics["scorers"][primary]["categories"].items():
+        image, pixel = entry["image"], entry["pixel"]
+        ci = image.get("auroc_ci95")
+        auroc = _num(image["auroc"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        flagged, n_good = false_alarms(
+            rows[category].labels, rows[category].scores[primary], float(image["threshold"])
+        )
+        rate = f"{1000 * flagged / n_good:.0f} ({flagged} of {n_good})" if n_good else "–"
+        body.append(
+            [
+                category,
+                auroc,
+                _num(pixel["auroc"]),
+                _num(pixel["aupro"]),
+                _num(image["f1"]),
+                _num(image["precision"]),
+                _num(image["recall"]),
+                _num(image["trivial_f1"]),
+                rate,
+                f"{image['n_good']} / {image['n_defect']}",
+            ]
+        )
+    note = (
+        '<p class="note">F1, precision, recall and false alarms at the threshold calibrated on '
+        f"held-out good images ({html.escape(primary)} scorer). Trivial F1: flag every part. "
+        "With few good test parts a false-alarm rate is coarse: see the counts.</p>"
+    )
+    return _table("per-category", header, body) + note
+
+
+def method_table(metrics: Mapping[str, Any]) -> str:
+    """One row per scorer: means over categories (the primary scorer in bold)."""
+    header = ["scorer", "image AUROC", "pixel AUROC", "AUPRO", "F1", "precision", "recall"]
+    body: list[list[str]] = []
+    classes: list[str] = []
+    for name, entry in metrics["scorers"].items():
+        images = [m["image"] for m in entry["categories"].values()]
+        mean = entry["mean"]
+
+        def avg(key: str, images: list[dict[str, Any]] = images) -> str:
+            values = [i[key] for i in images if i.get(key) is not None]
+            return _num(sum(values) / len(values)) if values else "–"
+
+        label = f"{name} (primary)" if name == metrics["primary"] else name
+        classes.append("primary" if name == metrics["primary"] else "")
+        body.append(
+            [
+                label,
+                _num(mean["image_auroc"]),
+                _num(mean["pixel_auroc"]),
+                _num(mean["aupro"]),
+                _num(mean["f1"]),
+                avg("precision"),
+                avg("recall"),
+            ]
+        )
+    return _table("methods-table", header, body, classes) + (
+        '<p class="note">Means over categories; pixel metrics only for scorers with maps.</p>'
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def run_table(metrics: Mapping[str, Any]) -> str:
+    """Config highlights, model and data identity, versions, training time."""
+    run = metrics.get("run", {})
+    config = metrics.get("config", {})
+    timing = metrics.get("timing", {})
+    versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
+    items = [
+        ("model bundle", run.get("model_path", "–")),
+        ("model identity (SHA-256 of model.safetensors)", run.get("model_sha256", "–")),
+        ("training data identity (hash of the file list)", run.get("train_files_hash", "–")),
+        ("test data identity (hash of the file list)", run.get("test_files_hash", "–")),
+        ("data root", str(config.get("data", "–"))),
+        ("backbone / weights", f"{config.get('backbone', '–')} / {config.get('weights', '–')}"),
+        ("image size", str(config.get("image_size", "–"))),
+        ("SimCLR epochs", str(run.get("epochs_trained", config.get("epochs", "–")))),
+        ("training time (incl. fitting the detector)", _duration(run.get("training_seconds"))),
+        ("scoring time", f"{timing.get('ms_per_image', '–')} ms/image on {timing.get('device')}"),
+        ("library versions", versions or "–"),
+    ]
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items
+    )
+    return f'<table id="run-table" class="kv"><tbody>{body}</tbody></table>'

@@ -1,0 +1,50 @@
+"""The report's tables: one row per category, counts of false alarms, everything escaped."""
+
+import numpy as np
+
+from simclr_ad.report.data import CategoryRows
+from simclr_ad.report.summary import method_table, per_category_table, run_table
+
+NAME = "<b>x&y</b>"
+
+
+def _metrics() -> dict:
+    image = {
+        "auroc": 0.9,
+        "auroc_ci95": [0.8, 1.0],
+        "f1": 0.5,
+        "precision": 0.5,
+        "recall": 0.5,
+        "trivial_f1": 0.4,
+        "threshold": 0.5,
+        "n_good": 4,
+        "n_defect": 2,
+    }
+    entry = {"image": image, "pixel": {"auroc": None, "aupro": None}}
+    mean = {"image_auroc": 0.9, "pixel_auroc": None, "aupro": None, "f1": 0.5}
+    return {
+        "primary": "patch",
+        "scorers": {"patch": {"categories": {NAME: entry}, "mean": mean}},
+        "run": {"model_path": "<script>", "versions": {"torch": "2"}},
+    }
+
+
+def test_per_category_table_counts_false_alarms_and_escapes_names() -> None:
+    rows = {
+        NAME: CategoryRows(
+            paths=["a"] * 6,
+            defects=["good"] * 4 + ["hole"] * 2,
+            labels=np.array([0, 0, 0, 0, 1, 1]),
+            scores={"patch": np.array([0.1, 0.6, 0.2, 0.3, 0.9, 0.4])},
+        )
+    }
+    table = per_category_table(_metrics(), rows)
+    assert table.count("<tr>") == 2  # header + one category
+    assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in table and NAME not in table
+    assert "250 (1 of 4)" in table and "0.900 [0.800, 1.000]" in table
+
+
+def test_method_and_run_tables_escape_and_mark_the_primary() -> None:
+    assert '<tr class="primary"><td>patch (primary)</td>' in method_table(_metrics())
+    run = run_table(_metrics())
+    assert "&lt;script&gt;" in run and "<script>" not in run and "torch 2" in run
