@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simclr_ad.data.images import read_mask
+from simclr_ad.data.images import UnreadableImageError, display_path, read_mask
 from simclr_ad.data.mvtec import Sample, file_list_hash, load_category
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, scorer_names
@@ -97,7 +97,7 @@ def score_category(
         log.warning(
             "%s: %d defective images have no mask (e.g. %s)", category, len(missing), missing[0]
         )
-    masks = np.stack([read_mask(s.mask_path, size) for s in decoded.samples])
+    masks = np.stack([_read_mask(s.mask_path, size) for s in decoded.samples])
     started = time.perf_counter()
     detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
     seconds = time.perf_counter() - started
@@ -106,10 +106,19 @@ def score_category(
         "val_good": len(split.val),
         "test_good": sum(s.label == 0 for s in decoded.samples),
         "test_defect": sum(s.label == 1 for s in decoded.samples),
+        "test_unreadable": len(decoded.skipped),
     }
     return CategoryScores(
         category, decoded.samples, masks, detection, counts, seconds, decoded.pixels
     )
+
+
+def _read_mask(path: Path | None, size: int) -> np.ndarray:
+    """A ground-truth mask; an unreadable one refuses the evaluation (pixel metrics need it)."""
+    try:
+        return read_mask(path, size)
+    except UnreadableImageError as exc:
+        raise UserError(f"ground-truth mask {exc}; fix or remove it") from None
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -155,7 +164,10 @@ def evaluate(
             f"the model was not trained on {', '.join(unknown)}; it knows: {', '.join(known)}"
         )
     _prepare_out(out, overwrite)
-    results = tuple(score_category(loaded, root, c, device) for c in (categories or known))
+    results = tuple(
+        score_category(loaded, root, c, device)
+        for c in (categories or _with_test_images(root, known))
+    )
     names = scorer_names(loaded.detector.settings)
     scorers: dict[str, Any] = {}
     for name in names:
@@ -197,6 +209,16 @@ def evaluate(
     return evaluation
 
 
+def _with_test_images(root: Path, categories: Sequence[str]) -> list[str]:
+    """The categories that have test images; the others are skipped with a warning."""
+    found = [c for c in categories if any((root / c / "test").glob("*/*"))]
+    for category in sorted(set(categories) - set(found)):
+        log.warning("skipping category %s: no test images under %s", category, root / category)
+    if not found:
+        raise UserError(f"no test images under {root}: expected ROOT/<category>/test/<type>/")
+    return found
+
+
 def run_identity(
     loaded: LoadedDetector, model_dir: Path, root: Path, results: Sequence[CategoryScores]
 ) -> dict[str, Any]:
@@ -227,7 +249,8 @@ def report_data(
         root, result.category, val_fraction=config["val_fraction"], val_min=config["val_min"]
     )
     chosen = [split.train[i] for i in spread_subset(len(split.train), MAX_TRAIN_POINTS)]
-    train = decode_images(chosen, loaded.detector.settings.image_size)
+    # for the figures only: unreadable files were counted when the model was trained
+    train = decode_images(chosen, loaded.detector.settings.image_size, max_bad_fraction=1.0)
     h_train = loaded.detector.embed(train.pixels, result.category, device=device)
     primary = loaded.detector.settings.primary
     gallery = select_gallery(
@@ -239,7 +262,7 @@ def report_data(
     if h_test is None:  # a detector that returned no embeddings
         h_test = loaded.detector.embed(result.pixels, result.category, device=device)
     return collect_category(
-        paths=[str(s.path) for s in result.samples],
+        paths=[display_path(s.path) for s in result.samples],
         pixels=result.pixels,
         masks=torch.from_numpy(result.masks),
         maps=result.detection.maps,
@@ -262,7 +285,7 @@ def write_scores_csv(path: Path, loaded: LoadedDetector, evaluation: EvaluationR
             for i, sample in enumerate(result.samples):
                 scores = [float(result.detection.scores[n][i]) for n in names]
                 writer.writerow(
-                    [sample.path, sample.category, sample.defect_type, sample.label]
+                    [display_path(sample.path), sample.category, sample.defect_type, sample.label]
                     + [f"{v:.6g}" for v in scores]
                     + [int(scores[0] >= threshold)]
                 )

@@ -153,15 +153,22 @@ def detector_settings(config: TrainConfig) -> DetectorSettings:
     )
 
 
-def decode_split(
-    splits: list[CategorySplit], part: str, size: int, *, cache_dir: Path | None = None
-) -> dict[str, DecodedImages]:
-    """Decoded images of one part (``train``, ``val`` or ``test``) of every category that has it."""
-    return {
-        split.category: decode_images(getattr(split, part), size, cache_dir=cache_dir)
-        for split in splits
-        if getattr(split, part)
-    }
+def decode_train_val(
+    splits: list[CategorySplit], size: int, *, cache_dir: Path | None = None
+) -> tuple[dict[str, DecodedImages], dict[str, DecodedImages]]:
+    """Decoded training and validation good images of every category (val only where it has some).
+
+    Both parts are decoded in one call, so the share of unreadable files that refuses a run is
+    measured over the whole of a category's ``train/good``, not over its small validation part.
+    """
+    train: dict[str, DecodedImages] = {}
+    val: dict[str, DecodedImages] = {}
+    for split in splits:
+        both = decode_images([*split.train, *split.val], size, cache_dir=cache_dir)
+        train[split.category] = both.subset(split.train)
+        if split.val:
+            val[split.category] = both.subset(split.val)
+    return train, val
 
 
 def save_detector(
@@ -332,8 +339,12 @@ def _simclr_epochs(
 ) -> list[dict[str, float]]:
     """SimCLR training on the train split (decoded once at ``image_size + 32``)."""
     train_samples = [s for split in splits for s in split.train]
+    val_samples = [s for split in splits for s in split.val]
     augment = create_augment(config.augment, config.image_size)
-    decoded = decode_images(train_samples, augment.input_size, cache_dir=out)
+    # val is decoded too so that unreadable files are counted over the whole category
+    decoded = decode_images(
+        [*train_samples, *val_samples], augment.input_size, cache_dir=out
+    ).subset(train_samples)
     data_hash = file_list_hash(train_samples, Path(config.data))
     if checkpoint is not None and checkpoint.get("data_hash") not in (None, data_hash):
         log.warning("the training files differ from those of the checkpoint")
@@ -367,8 +378,7 @@ def _fit_and_save(
 ) -> None:
     """Fit the scorers on train good images, calibrate on validation, save ``RUN/model``."""
     out = Path(config.out)
-    train = decode_split(splits, "train", config.image_size, cache_dir=out)
-    val = decode_split(splits, "val", config.image_size, cache_dir=out)
+    train, val = decode_train_val(splits, config.image_size, cache_dir=out)
     detector = fit_detector(
         model,
         train={c: d.pixels for c, d in train.items()},

@@ -20,7 +20,12 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from simclr_ad.data.images import IMAGE_EXTENSIONS, UnreadableImageError, read_rgb
+from simclr_ad.data.images import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    display_path,
+    read_rgb,
+)
 from simclr_ad.errors import UserError
 from simclr_ad.heatmap import overlay
 from simclr_ad.predictor import Prediction, Predictor, stack_images
@@ -116,9 +121,9 @@ def _batches(
 
 def _row(item: ImageFile, category: str, prediction: Prediction | None, error: str) -> list[str]:
     if prediction is None:
-        return [str(item.path), category, "", "", "", "", error]
+        return [display_path(item.path), category, "", "", "", "", error]
     return [
-        str(item.path),
+        display_path(item.path),
         category,
         f"{prediction.score:.6g}",
         f"{prediction.normalized_score:.6g}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,14 @@ class UnreadableImageError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def display_path(path: Path) -> str:
+    """``path`` as printable UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN``.
+
+    Python keeps such bytes as lone surrogates, which cannot be written to a UTF-8 file.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -62,9 +71,15 @@ def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
         raise UnreadableImageError(path, "too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
         raise UnreadableImageError(path, "not a readable image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UnreadableImageError(path, f"cannot decode ({exc})") from None
+    except Exception as exc:  # PIL raises many types on damaged or hostile files
+        raise UnreadableImageError(path, f"cannot decode ({_reason(exc)})") from None
     return np.asarray(image, dtype=np.uint8)
+
+
+def _reason(exc: Exception) -> str:
+    """A decoder error as one short line."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text or type(exc).__name__
 
 
 def read_mask(path: Path | None, size: int) -> np.ndarray:
@@ -80,8 +95,8 @@ def read_mask(path: Path | None, size: int) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             mask = opened.convert("L")
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UnreadableImageError(path, f"cannot decode mask ({exc})") from None
+    except Exception as exc:  # as in read_rgb: damaged files raise many types
+        raise UnreadableImageError(path, f"cannot decode mask ({_reason(exc)})") from None
     if mask.size != (size, size):
         mask = mask.resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(mask) > 0

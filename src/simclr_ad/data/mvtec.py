@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def split_validation(
     if fraction > 0 and n >= 4 * minimum:
         n_val = max(n_val, minimum)
     n_val = min(n_val, max(n - 2, 0))
-    ranked = sorted(samples, key=lambda s: hashlib.sha256(s.path.name.encode()).hexdigest())
+    ranked = sorted(samples, key=lambda s: hashlib.sha256(os.fsencode(s.path.name)).hexdigest())
     held = {s.path for s in ranked[:n_val]}
     return [s for s in samples if s.path not in held], [s for s in samples if s.path in held]
 
@@ -129,5 +130,5 @@ def file_list_hash(samples: Sequence[Sample], root: Path) -> str:
         except ValueError:
             rel = s.path
         size = s.path.stat().st_size if s.path.exists() else -1
-        digest.update(f"{rel.as_posix()}\t{size}\n".encode())
+        digest.update(os.fsencode(rel.as_posix()) + f"\t{size}\n".encode())
     return digest.hexdigest()[:16]

@@ -38,6 +38,16 @@ class DecodedImages:
     samples: tuple[Sample, ...]
     skipped: tuple[tuple[Sample, str], ...]
 
+    def subset(self, wanted: Sequence[Sample]) -> DecodedImages:
+        """The rows (and skipped entries) of ``wanted``, in this object's order."""
+        keep = set(wanted)
+        rows = [i for i, s in enumerate(self.samples) if s in keep]
+        return DecodedImages(
+            self.pixels[rows],
+            tuple(self.samples[i] for i in rows),
+            tuple((s, e) for s, e in self.skipped if s in keep),
+        )
+
 
 def _allocate(n: int, size: int, cache_dir: Path | None) -> np.ndarray:
     shape = (n, size, size, 3)
