@@ -103,6 +103,7 @@ def test_evaluate_writes_metrics_and_scores(
             "val_good": 1,
             "test_good": 2,
             "test_defect": 8,
+            "test_unreadable": 0,
         }
         assert set(entry["per_defect"]) == {"scratch", "hole", "stain", "deformation"}
     assert metrics["scorers"]["knn_h"]["categories"]["bolt"]["pixel"] == {
