@@ -130,6 +130,11 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--device", default="auto")
     sv.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass")
     sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (MB)")
+    sv.add_argument(
+        "--api-key",
+        help="require this key on /v1/* (header X-API-Key); default: env SIMCLR_AD_API_KEY, "
+        "else none. The variable keeps the key out of the process list",
+    )
 
     ex = sub.add_parser("export", help="export one category's detector to ONNX, parity-checked")
     ex.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
@@ -284,6 +289,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from simclr_ad.service.app import API_KEY_ENV
     from simclr_ad.service.server import serve
 
     if not args.max_upload_mb > 0:
@@ -296,6 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         max_batch=args.max_batch,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
     )
     return 0
 

@@ -2,12 +2,15 @@
 
 ``POST /v1/predict`` (multipart ``image``, optional form ``category``, query ``heatmap``),
 ``GET /health``, ``GET /v1/model``, ``GET /`` (the page), OpenAPI at ``/docs``. Bad requests
-get a 4xx JSON ``{"detail": ...}``, never a 500.
+get a 4xx JSON ``{"detail": ...}``, never a 500. With an API key, every ``/v1/*`` request must
+carry it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``), compared in constant time;
+``/health``, the page and the docs stay open. Request data never becomes a file path.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import time
 from importlib import resources
@@ -57,10 +60,45 @@ class _BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
+class _ApiKey(BaseHTTPMiddleware):
+    """401 for a ``/v1/*`` request without the API key; the comparison takes constant time."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        super().__init__(app)
+        self.key = key.encode()
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/v1/") and not self._authorised(request):
+            return JSONResponse(
+                {"detail": "missing or wrong API key (send the header X-API-Key)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+    def _authorised(self, request: Request) -> bool:
+        given = request.headers.get("x-api-key")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else ""
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.key)
+
+
 def create_app(
-    predictor: Predictor, *, limits: UploadLimits | None = None, max_batch: int = 8
+    predictor: Predictor,
+    *,
+    limits: UploadLimits | None = None,
+    max_batch: int = 8,
+    api_key: str | None = None,
 ) -> FastAPI:
-    """The service around ``predictor``; concurrent requests are micro-batched."""
+    """The service around ``predictor``; concurrent requests are micro-batched.
+
+    Args:
+        predictor: the model.
+        limits: what uploads may be.
+        max_batch: most requests per forward pass.
+        api_key: when given, required on every ``/v1/*`` request.
+    """
     limits = limits or UploadLimits()
     batcher = MicroBatcher(predictor, max_batch=max_batch)
     app = FastAPI(
@@ -69,6 +107,8 @@ def create_app(
         description="Anomaly scores, verdicts and heatmaps for images of known categories.",
     )
     app.add_middleware(_BodyLimit, max_body=limits.max_bytes + MULTIPART_OVERHEAD)
+    if api_key:
+        app.add_middleware(_ApiKey, key=api_key)  # added last, so it runs first
     app.state.batcher = batcher
     page = resources.files("simclr_ad.service").joinpath("static/index.html").read_text()
 
@@ -122,7 +162,7 @@ def create_app(
 
 
 MODEL_ENV, DEVICE_ENV, BATCH_ENV = "SIMCLR_AD_MODEL", "SIMCLR_AD_DEVICE", "SIMCLR_AD_MAX_BATCH"
-MAX_BYTES_ENV = "SIMCLR_AD_MAX_UPLOAD_BYTES"
+MAX_BYTES_ENV, API_KEY_ENV = "SIMCLR_AD_MAX_UPLOAD_BYTES", "SIMCLR_AD_API_KEY"
 
 
 def app_from_environment() -> FastAPI:
@@ -137,4 +177,9 @@ def app_from_environment() -> FastAPI:
     device = resolve_device(os.environ.get(DEVICE_ENV, "auto"))
     predictor = open_predictor(Path(os.environ[MODEL_ENV]), device)
     limits = UploadLimits(max_bytes=int(os.environ.get(MAX_BYTES_ENV, UploadLimits.max_bytes)))
-    return create_app(predictor, limits=limits, max_batch=int(os.environ.get(BATCH_ENV, "8")))
+    return create_app(
+        predictor,
+        limits=limits,
+        max_batch=int(os.environ.get(BATCH_ENV, "8")),
+        api_key=os.environ.get(API_KEY_ENV) or None,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import socket
 from pathlib import Path
@@ -9,6 +11,18 @@ from pathlib import Path
 from simclr_ad.errors import UserError
 from simclr_ad.service import app as service_app
 from simclr_ad.service.uploads import UploadLimits
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -30,11 +44,13 @@ def serve(
     device: str = "auto",
     max_batch: int = 8,
     max_upload_bytes: int | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Serve ``model`` (bundle folder or ``.onnx``) until interrupted.
 
     The model is loaded once here first, so a bad bundle fails with one line before uvicorn
-    starts; with ``workers > 1`` each worker process loads its own copy.
+    starts; with ``workers > 1`` each worker process loads its own copy. ``api_key``, when
+    given, is required on every ``/v1/*`` request.
     """
     import uvicorn
 
@@ -45,13 +61,17 @@ def serve(
         raise UserError(f"--workers must be >= 1, got {workers}")
     if max_batch < 1:
         raise UserError(f"--max-batch must be >= 1, got {max_batch}")
+    if api_key is not None and not api_key.strip():
+        raise UserError("--api-key must not be empty")
+    if not api_key and not is_loopback(host):
+        log.warning("serving on %s without an API key: anyone who can reach it may use it", host)
     predictor = open_predictor(model, resolve_device(device))
     check_port_free(host, port)
     limits = UploadLimits()
     if max_upload_bytes is not None:
         limits = UploadLimits(max_bytes=max_upload_bytes)
     if workers == 1:
-        app = service_app.create_app(predictor, limits=limits, max_batch=max_batch)
+        app = service_app.create_app(predictor, limits=limits, max_batch=max_batch, api_key=api_key)
         uvicorn.run(app, host=host, port=port, log_level="info")
         return
     os.environ |= {
@@ -61,6 +81,8 @@ def serve(
         service_app.MAX_BYTES_ENV: str(limits.max_bytes),
         "SIMCLR_AD_WORKERS": str(workers),
     }
+    if api_key:
+        os.environ[service_app.API_KEY_ENV] = api_key
     uvicorn.run(
         "simclr_ad.service.app:app_from_environment",
         factory=True,
