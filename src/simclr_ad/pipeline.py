@@ -110,6 +110,8 @@ def prepare_run_dir(out: Path, *, resuming_into_same: bool, overwrite: bool) -> 
         )
     if has_checkpoints and overwrite:
         shutil.rmtree(checkpoints)
+    for stale in checkpoints.glob(".*.ckpt.*.tmp"):  # a half-written file of a killed run
+        stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
