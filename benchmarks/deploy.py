@@ -60,8 +60,9 @@ def time_predict(
 ) -> dict[str, float]:
     """Median ms per image at batch 1 and images/s at batch 32, both runtimes interleaved.
 
-    The inputs are the synthetic test images (uniform noise sends the random-init encoder's
-    activations into float32 subnormals, which slows PyTorch's CPU kernels several times).
+    The inputs are the synthetic test images. (The 0.4-1.9 s batch-1 figures of earlier runs
+    were not subnormal floats but OpenMP threads spin-waiting on shared cores; see
+    ``simclr_ad/__init__.py``.)
     """
     files = sorted((data / "fabric" / "test").rglob("*.png"))
     batch = stack_images([read_rgb(files[i % len(files)], SIZE) for i in range(32)])
