@@ -65,6 +65,7 @@ def screw_suite() -> list[tuple[str, dict[str, Any]]]:
     base = {"categories": ["screw"], "image_size": 256, "epochs": 0}
     return [
         ("efficientnet_lite0 ImageNet, 256 px, no training", {**base, **EFF}),
+        ("efficientnet_lite0 ImageNet, 320 px, no training", {**base, **EFF, "image_size": 320}),
         (
             "efficientnet_lite0, 256 px, no brightness correction",
             {**base, **EFF, "photometric": "none"},

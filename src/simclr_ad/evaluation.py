@@ -156,6 +156,8 @@ def evaluate(
     overwrite: bool = False,
 ) -> EvaluationResult:
     """Score every test image with every scorer; write ``scores.csv`` and ``metrics.json``."""
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist or is not a folder")
     loaded = load_detector(model_dir)
     known = loaded.detector.categories
     unknown = [c for c in categories if c not in known]

@@ -134,6 +134,13 @@ def test_evaluate_bad_input(trained: Path, tiny_data: Path, tmp_path: Path, caps
     assert "not trained on pill; it knows: bolt, fabric" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path / "nothing")]) == 2
     assert "is not a model bundle" in capsys.readouterr().err
+    missing = tmp_path / "no-data"
+    argv = ["evaluate", "--data", str(missing), "--out", str(tmp_path / "e2"), "--model"]
+    assert main([*argv, str(trained)]) == 2
+    assert (
+        capsys.readouterr().err == f"error: data root {missing} does not exist or is not a folder\n"
+    )
+    assert not (tmp_path / "e2").exists()
 
 
 def test_calibration_never_reads_test_images(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
