@@ -461,7 +461,7 @@ def _sampling_grid(
     src_x = _to_source(xr, scale[:, 1].to(device), shift[:, 1].to(device), input_hw[1])
     src_y = _to_source(yr, scale[:, 0].to(device), shift[:, 0].to(device), input_hw[0])
     grid = torch.stack([src_x, src_y], dim=-1)
-    return torch.where(inside.unsqueeze(-1), grid, OUTSIDE)
+    return grid.masked_fill_(~inside.unsqueeze(-1), OUTSIDE)
 
 
 def _crop_affine(params: AugmentParams, input_hw: tuple[int, ...]) -> tuple[Tensor, Tensor]:
@@ -520,15 +520,20 @@ def _blend_step(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
     Returns:
         B×3×H×W in [0, 1].
     """
+    # lerp(target, x, f) = f·x + (1 − f)·target, with per-sample scalars instead of full-size
+    # selections: target is 0 (op 0), the mean gray (op 1) or the gray image (op 2).
     n = len(op)
-    target = torch.zeros_like(x[:, :1])
-    if (factor.ne(1) & op.gt(0)).any():
+    f = factor.to(dtype=torch.float32)
+    out = x * f.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
+    rest = 1.0 - f
+    if ((op == 1) & (rest != 0)).any() or ((op == 2) & (rest != 0)).any():
         gray = _grayscale(x)
         mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-        op_dev = op.to(x.device).view(n, 1, 1, 1)
-        target = torch.where(op_dev == 1, mean, gray) * (op_dev > 0)
-    f = factor.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
-    return torch.lerp(target, x, f).clamp_(0, 1)  # exactly x where f == 1
+        w_mean = torch.where(op == 1, rest, 0.0).to(device=x.device, dtype=x.dtype)
+        w_gray = torch.where(op == 2, rest, 0.0).to(device=x.device, dtype=x.dtype)
+        out += mean * w_mean.view(n, 1, 1, 1)
+        out.addcmul_(gray, w_gray.view(n, 1, 1, 1))
+    return out.clamp_(0, 1)
 
 
 def _shift_hue(x: Tensor, shift: Tensor) -> Tensor:
