@@ -45,16 +45,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simclr_ad.cli import main as cli
-from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
+from simclr_ad.data.augment import create_augment
 from simclr_ad.data.images import read_rgb
 from simclr_ad.data.mvtec import Sample
 from simclr_ad.data.store import decode_images
 from simclr_ad.data.synthetic import generate_dataset
+from simclr_ad.data.writeup import writeup_transform
 from simclr_ad.distributed import DistInfo
 from simclr_ad.losses import NTXentLoss
 from simclr_ad.models.simclr import ModelSpec, build_model
@@ -101,31 +101,12 @@ SCALES = {
 # --- the write-up's pipeline ------------------------------------------------------------------
 
 
-def seed_transform(size: int) -> T.Compose:
-    """The write-up's torchvision list on PIL images, after its ``Resize(size + 32)``."""
-    return T.Compose(
-        [
-            T.Resize(size + 32),
-            T.RandomResizedCrop(size, scale=(0.3, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.RandomVerticalFlip(p=0.1),
-            T.RandomRotation(15),
-            T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.3),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            T.RandomErasing(p=0.1, scale=(0.02, 0.08), ratio=(0.3, 3.3), value=0),
-        ]
-    )
-
-
 class PngPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """The write-up's dataset: open the PNG, convert, two independent views, every epoch."""
 
     def __init__(self, files: list[Path], size: int) -> None:
         self.files = files
-        self.transform = seed_transform(size)
+        self.transform = writeup_transform(size)
 
     def __len__(self) -> int:
         return len(self.files)

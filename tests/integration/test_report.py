@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 
 from simclr_ad.cli import main
+from tests.browser import CHROMIUM_ARGS, require_chromium
 from tests.conftest import TINY_TRAIN
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DETECTOR = ["--scorers", "patch,knn_h", "--coreset-ratio", "0.5", "--patch-stages", "1,2"]
 
 
@@ -122,15 +114,11 @@ def test_evaluate_keeps_an_existing_report(evaluation: Path, tiny_data: Path, ca
 
 @pytest.mark.browser
 def test_report_opens_in_headless_chromium(evaluation: Path, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
-            "(make browser, or scripts/install-browser.sh)"
-        )
+    chromium = require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto((evaluation / "report.html").resolve().as_uri())

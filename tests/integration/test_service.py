@@ -21,16 +21,7 @@ from PIL import Image
 from simclr_ad.predictor import open_predictor
 from simclr_ad.service.app import create_app
 from simclr_ad.service.uploads import UploadLimits
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.browser import CHROMIUM_ARGS, require_chromium
 
 
 @pytest.fixture(scope="module")
@@ -201,14 +192,13 @@ def test_real_uvicorn_process(server: str, tiny_data: Path) -> None:
 
 @pytest.mark.browser
 def test_page_in_headless_chromium(server: str, tiny_data: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (scripts/install-browser.sh)")
+    chromium = require_chromium()
     from playwright.sync_api import sync_playwright
 
     image = tiny_data / "fabric" / "test" / "hole" / "000.png"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            executable_path=chromium, args=CHROMIUM_ARGS, headless=True
         )
         try:
             page = browser.new_page()

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -20,6 +19,7 @@ from simclr_ad.data.augment import (
     draw_params,
     normalize,
 )
+from simclr_ad.data.writeup import writeup_transform
 from simclr_ad.errors import UserError
 
 SIZE = 32  # output side; inputs are SIZE + 32 = 64 px
@@ -199,24 +199,6 @@ def test_blur_matches_torchvision() -> None:
     torch.testing.assert_close(_gaussian_blur(images, sigmas, 3), expected)
 
 
-def _torchvision_seed_pipeline(size: int) -> T.Compose:
-    """The reference write-up's list (after its Resize(size + 32)), on PIL images."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(0.3, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.RandomVerticalFlip(p=0.1),
-            T.RandomRotation(15),
-            T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.3),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            T.RandomErasing(p=0.1, scale=(0.02, 0.08), ratio=(0.3, 3.3), value=0),
-        ]
-    )
-
-
 def test_seed_preset_statistics_match_torchvision_pipeline() -> None:
     """Statistical equivalence with the write-up's PIL pipeline over 1024 views of each."""
     images = _natural_images(32)
@@ -224,7 +206,7 @@ def test_seed_preset_statistics_match_torchvision_pipeline() -> None:
     augment = create_augment("seed", image_size=SIZE)
     generator = _generator(0)
     ours = torch.cat([augment(images, generator) for _ in range(repeats)])
-    pipeline = _torchvision_seed_pipeline(SIZE)
+    pipeline = writeup_transform(SIZE, resize=False)
     pil_images = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
     with torch.random.fork_rng():
         torch.manual_seed(0)
