@@ -24,6 +24,7 @@ from simclr_ad.checkpoint import capture_rng_state, restore_rng_state, save_chec
 from simclr_ad.distributed import DistInfo
 from simclr_ad.errors import UserError
 from simclr_ad.losses import NTXentLoss
+from simclr_ad.models.backbone import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,8 @@ class Trainer:
         self.device = device
         self.dist = dist
         self.augment = augment
-        self.model = model.to(device)
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.layout = channels_last(device)
+        self.model = model.to(device).to(memory_format=self.layout)
         self.net: nn.Module = self.model
         if dist.enabled:
             ids = None
@@ -150,8 +150,7 @@ class Trainer:
         view1 = self.augment(images, generator, total=total, offset=offset)
         view2 = self.augment(images, generator, total=total, offset=offset)
         views = torch.cat([view1, view2])  # 2b×3×S×S, one forward pass for both views
-        if self.device.type == "cuda":
-            views = views.contiguous(memory_format=torch.channels_last)
+        views = views.contiguous(memory_format=self.layout)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
             self.device.type,

@@ -121,3 +121,13 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
         )
     if result.unexpected_keys:
         log.info("ignored %d keys from %s (classifier)", len(result.unexpected_keys), path)
+
+
+def channels_last(device: torch.device) -> torch.memory_format:
+    """The convolution-friendly memory format for ``device``.
+
+    Channels-last (NHWC) on CUDA and on the CPU (oneDNN): resnet18 at 224 px on 2 CPU cores,
+    one training step of 32 images 2.76 -> 2.08 s, inference of 32 images 0.89 -> 0.61 s
+    (BENCHMARKS.md). Other devices keep the default layout.
+    """
+    return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
