@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -322,8 +323,6 @@ class Trainer:
 
 def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
     """All-reduce and average the gradients of parameters outside DDP (e.g. a classifier)."""
-    import torch.distributed as torch_dist
-
     for p in params:
         if p.grad is not None:
             torch_dist.all_reduce(p.grad)
