@@ -37,6 +37,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", help="seed (the write-up's) | default (defect-preserving)")
     p.add_argument("--lr", type=float)
     p.add_argument("--temperature", type=float)
+    p.add_argument("--objective", help="simclr (default) | msc (mean-shifted) | cutpaste")
+    p.add_argument(
+        "--frozen-stages",
+        type=int,
+        help="backbone stages kept frozen (default -1: none for simclr, before stride 16 else)",
+    )
+    p.add_argument("--msc-temperature", type=float, help="mean-shifted loss temperature (0.25)")
+    p.add_argument("--msc-angular", type=float, help="weight of msc's angular-centre term (0)")
     p.add_argument("--val-fraction", type=float, help="share of train/good held out (default 0.1)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int)

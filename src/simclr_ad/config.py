@@ -18,6 +18,7 @@ import yaml
 from simclr_ad.errors import UserError
 
 AUGMENT_PRESETS = ("seed", "default")
+OBJECTIVES = ("simclr", "msc", "cutpaste")  # built by pipeline.build_objective (objectives.py)
 GLOBAL_SCORER_KINDS = (
     "knn",
     "mahalanobis",
@@ -54,6 +55,11 @@ class TrainConfig:
     weight_decay: float = 1e-6
     temperature: float = 0.07
     augment: str = "default"
+    # self-supervised objective (see objectives.py): simclr | msc | cutpaste
+    objective: str = "simclr"
+    frozen_stages: int = -1  # frozen backbone stages; -1: none for simclr, else before stride 16
+    msc_temperature: float = 0.25  # the mean-shifted loss's NT-Xent temperature (the paper's)
+    msc_angular: float = 0.0  # weight of the mean-shifted loss's angular-centre term (0: off)
     # run
     device: str = "auto"
     seed: int = 0
@@ -111,6 +117,10 @@ def _validate(cfg: TrainConfig) -> None:
         ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
         ("temperature", cfg.temperature > 0, "a number > 0"),
         ("augment", cfg.augment in AUGMENT_PRESETS, f"one of {', '.join(AUGMENT_PRESETS)}"),
+        ("objective", cfg.objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
+        ("frozen_stages", cfg.frozen_stages >= -1, "an integer >= 0, or -1 (the objective's)"),
+        ("msc_temperature", cfg.msc_temperature > 0, "a number > 0"),
+        ("msc_angular", cfg.msc_angular >= 0, "a number >= 0"),
         ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),

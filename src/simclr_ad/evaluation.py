@@ -57,6 +57,7 @@ class CategoryScores:
     counts: dict[str, int]
     seconds: float
     pixels: torch.Tensor  # uint8 N×3×S×S, for the report's thumbnails
+    val_scores: dict[str, torch.Tensor] | None = None  # held-out good training images, per scorer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,11 @@ def score_category(
     started = time.perf_counter()
     detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
     seconds = time.perf_counter() - started
+    val_scores = None
+    if split.val:  # the lighting-shift-free control: held-out good images of the training set
+        val = decode_images(split.val, size)
+        if val.samples:
+            val_scores = loaded.detector.detect(val.pixels, category, device=device, maps=False)
     counts = {
         "train_good": len(split.train),
         "val_good": len(split.val),
@@ -109,7 +115,14 @@ def score_category(
         "test_unreadable": len(decoded.skipped),
     }
     return CategoryScores(
-        category, decoded.samples, masks, detection, counts, seconds, decoded.pixels
+        category,
+        decoded.samples,
+        masks,
+        detection,
+        counts,
+        seconds,
+        decoded.pixels,
+        val_scores=None if val_scores is None else val_scores.scores,
     )
 
 
@@ -136,13 +149,36 @@ def category_metrics(loaded: LoadedDetector, result: CategoryScores, scorer: str
         maps = result.detection.maps.numpy()
         pixel = {"auroc": pixel_auroc(maps, result.masks), "aupro": aupro(maps, result.masks)}
     defects = [s.defect_type for s in result.samples]
+    image = image_metrics(scores, labels, threshold).to_dict()
+    image |= _auroc_vs_val_good(result, scores[labels == 1], scorer, threshold)
     return {
-        "image": image_metrics(scores, labels, threshold).to_dict(),
+        "image": image,
         "pixel": pixel,
         "per_defect": {
             k: dataclasses.asdict(v) for k, v in per_defect_auroc(scores, labels, defects).items()
         },
         "counts": result.counts,
+    }
+
+
+def _auroc_vs_val_good(
+    result: CategoryScores, defect_scores: np.ndarray, scorer: str, threshold: float
+) -> dict[str, Any]:
+    """AUROC (and CI) of the test defects against the held-out good *training* images.
+
+    A control free of any shift between the training and the test good parts (MVTec screw's
+    good test parts are darker than every training part): both negatives and the fitted data
+    come from the same acquisition. The validation images calibrate the threshold but are never
+    fitted on. None where a category has no validation images or no defects.
+    """
+    if result.val_scores is None or defect_scores.size == 0:
+        return {"auroc_vs_val_good": None, "auroc_vs_val_good_ci95": None}
+    good = result.val_scores[scorer].numpy()
+    labels = np.concatenate([np.zeros(good.size), np.ones(defect_scores.size)])
+    control = image_metrics(np.concatenate([good, defect_scores]), labels, threshold)
+    return {
+        "auroc_vs_val_good": control.auroc,
+        "auroc_vs_val_good_ci95": control.to_dict()["auroc_ci95"],
     }
 
 

@@ -88,3 +88,46 @@ class NTXentLoss(nn.Module):
         rows = torch.arange(2 * B, device=z1.device)
         logits[rows, self_index] = float("-inf")  # an anchor is not its own negative
         return F.cross_entropy(logits, positive_index)
+
+
+class MeanShiftedContrastiveLoss(nn.Module):
+    """Mean-shifted contrastive loss (Reiss & Hoshen, AAAI 2023); device from the inputs.
+
+    With ``c`` the normalised mean of the pretrained encoder's normalised features over the
+    training images (fixed before training), each feature is shifted to
+    ``s(h) = normalize(normalize(h) - c)`` and NT-Xent is applied to the shifted features of the
+    two views. Contrasting around the centre of the normal data, rather than around the origin,
+    keeps the pretrained features from collapsing. The optional angular-centre term adds
+    ``weight * mean ||normalize(h) - c||^2`` over both views (it pulls features to the centre).
+
+    Args:
+        centre: the feature centre c (C,), normalised here.
+        temperature: NT-Xent temperature (0.25 in the paper).
+        angular_weight: weight of the angular-centre term (0: off).
+    """
+
+    centre: Tensor
+
+    def __init__(self, centre: Tensor, temperature: float = 0.25, angular_weight: float = 0.0):
+        super().__init__()
+        if centre.ndim != 1:
+            raise ValueError(f"centre must be a vector, got shape {tuple(centre.shape)}")
+        if angular_weight < 0:
+            raise ValueError(f"angular_weight must be >= 0, got {angular_weight}")
+        self.register_buffer("centre", F.normalize(centre.float(), dim=0))
+        self.contrastive = NTXentLoss(temperature)
+        self.angular_weight = angular_weight
+
+    def shift(self, h: Tensor) -> Tensor:
+        """B×C features -> B×C mean-shifted unit vectors."""
+        return F.normalize(F.normalize(h.float(), dim=1) - self.centre, dim=1)
+
+    def forward(self, h1: Tensor, h2: Tensor) -> Tensor:
+        """Loss for two views' encoder features ``h1``, ``h2`` (B×C, row i a positive pair)."""
+        loss = self.contrastive(self.shift(h1), self.shift(h2))
+        if self.angular_weight > 0:
+            spread = [
+                (F.normalize(h.float(), dim=1) - self.centre).pow(2).sum(1).mean() for h in (h1, h2)
+            ]
+            loss = loss + self.angular_weight * (spread[0] + spread[1])
+        return loss

@@ -37,7 +37,15 @@ from simclr_ad.detector import (
 )
 from simclr_ad.distributed import DistInfo, init_distributed, shutdown_distributed
 from simclr_ad.errors import UserError
+from simclr_ad.models.backbone import first_stage_at_stride, freeze_stages
 from simclr_ad.models.simclr import ModelSpec, SimCLRModel, build_model
+from simclr_ad.objectives import (
+    CutPasteObjective,
+    MeanShiftedObjective,
+    Objective,
+    SimCLRObjective,
+    feature_centre,
+)
 from simclr_ad.training import LoopSettings, ResumeState, Trainer, write_train_log
 
 log = logging.getLogger(__name__)
@@ -224,6 +232,7 @@ def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeStat
         rng=checkpoint.get("rng"),
         history=list(checkpoint.get("history", [])),
         schedule_start=done if extending else int(checkpoint.get("schedule_start", 0)),
+        objective=checkpoint.get("objective"),
     )
 
 
@@ -361,13 +370,50 @@ def _simclr_epochs(
         amp=config.amp,
         compile=config.compile,
     )
-    trainer = Trainer(model, augment, settings, device, dist)
+    frozen_norms = freeze_stages(model.encoder, frozen_stage_count(config, model))
+    objective = build_objective(config, model, decoded.pixels, device, fresh=checkpoint is None)
+    trainer = Trainer(model, augment, settings, device, dist, objective, frozen_norms)
     return trainer.fit(
         decoded.pixels,
         out / "checkpoints",
         resume=_resume_state(checkpoint, config) if checkpoint else None,
         on_checkpoint=lambda _epoch: {"config": config.to_dict(), "data_hash": data_hash},
     )
+
+
+def frozen_stage_count(config: TrainConfig, model: SimCLRModel) -> int:
+    """``frozen_stages``, with -1 resolved: 0 for simclr, the stages before stride 16 otherwise.
+
+    msc and cutpaste fine-tune pretrained features: the stem and the stages up to stride 8 stay
+    as pretrained (Reiss & Hoshen freeze ResNet's conv1 to layer2 the same way), so the stride-8
+    patch features keep their ImageNet meaning and only the stride-16 stage onwards adapts.
+    """
+    if config.frozen_stages >= 0:
+        return config.frozen_stages
+    return 0 if config.objective == "simclr" else first_stage_at_stride(model.encoder, 16)
+
+
+def build_objective(
+    config: TrainConfig,
+    model: SimCLRModel,
+    pixels: torch.Tensor,
+    device: torch.device,
+    *,
+    fresh: bool,
+) -> Objective:
+    """The configured objective; msc's centre is computed from the untrained encoder when fresh
+    (a resumed run loads it from the checkpoint)."""
+    if config.objective == "msc":
+        width = int(model.encoder.num_features)  # type: ignore[arg-type]
+        centre = (
+            feature_centre(model.encoder.to(device), pixels, size=config.image_size, device=device)
+            if fresh
+            else torch.ones(width)
+        )
+        return MeanShiftedObjective(centre, config.msc_temperature, config.msc_angular)
+    if config.objective == "cutpaste":
+        return CutPasteObjective(model.head.out_dim)
+    return SimCLRObjective(config.temperature)
 
 
 def _fit_and_save(

@@ -12,19 +12,20 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from simclr_ad.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from simclr_ad.distributed import DistInfo
 from simclr_ad.errors import UserError
-from simclr_ad.losses import NTXentLoss
 from simclr_ad.models.backbone import channels_last
+from simclr_ad.objectives import Objective, SimCLRObjective
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ResumeState:
     rng: dict[str, Any] | None
     history: list[dict[str, float]]
     schedule_start: int  # the epoch at which the current OneCycle schedule began
+    objective: dict[str, Tensor] | None = None  # the objective's state (msc centre, classifier)
 
 
 def derive_seed(*parts: int) -> int:
@@ -97,14 +99,18 @@ def _make_scheduler(
 
 
 class Trainer:
-    """Runs SimCLR epochs over an in-memory uint8 image tensor.
+    """Runs self-supervised epochs over an in-memory uint8 image tensor.
 
     Args:
-        model: returns an object with ``.z`` (B×D) for a B×3×S×S batch; wrapped in DDP if needed.
+        model: returns an object with ``.h`` (B×C) and ``.z`` (B×D) for a B×3×S×S batch;
+            wrapped in DDP if needed. Parameters that do not require gradients are not optimised.
         augment: produces one normalised view per call.
         settings: loop hyper-parameters.
         device: the training device (resolved by the caller).
         dist: this process's rank information.
+        objective: inputs and loss (default: SimCLR with ``settings.temperature``); its own
+            parameters are optimised with the model's.
+        frozen_norms: BatchNorm layers kept in eval mode (those of frozen stages).
     """
 
     def __init__(
@@ -114,6 +120,8 @@ class Trainer:
         settings: LoopSettings,
         device: torch.device,
         dist: DistInfo,
+        objective: Objective | None = None,
+        frozen_norms: Sequence[nn.Module] = (),
     ) -> None:
         self.settings = settings
         self.device = device
@@ -130,9 +138,13 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if settings.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
-        self.loss_fn = NTXentLoss(settings.temperature)
+        self.objective = (objective or SimCLRObjective(settings.temperature)).to(device)
+        self.frozen_norms = tuple(frozen_norms)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+            [*trainable, *self.objective.parameters()],
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
         )
         self.amp_dtype = _amp_dtype(device, settings.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -147,9 +159,7 @@ class Trainer:
         """
         offset = self.dist.rank * images.shape[0]
         images = images.to(self.device, non_blocking=True)
-        view1 = self.augment(images, generator, total=total, offset=offset)
-        view2 = self.augment(images, generator, total=total, offset=offset)
-        views = torch.cat([view1, view2])  # 2b×3×S×S, one forward pass for both views
+        views = self.objective.inputs(images, self.augment, generator, total, offset)
         views = views.contiguous(memory_format=self.layout)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
@@ -157,10 +167,11 @@ class Trainer:
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         ):
-            z = self.net(views).z
-        z1, z2 = z.float().chunk(2)
-        loss = self.loss_fn(z1, z2)
+            out = self.net(views)
+        loss = self.objective.loss(out.h, out.z)
         self.scaler.scale(loss).backward()
+        if self.dist.enabled:  # DDP averages the model's gradients, not the objective's
+            _average_gradients(list(self.objective.parameters()), self.dist.world_size)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
@@ -198,6 +209,8 @@ class Trainer:
                 resume.schedule_start,
             )
         self.net.train()
+        for norm in self.frozen_norms:  # frozen stages keep their pretrained statistics
+            norm.eval()
         for epoch in range(start + 1, s.epochs + 1):
             row = self._epoch(pixels, epoch, batch, local, steps, scheduler)
             history.append(row)
@@ -224,6 +237,8 @@ class Trainer:
     def _restore(self, resume: ResumeState, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
         """Load model, optimizer, scaler and RNG states; continue or start the OneCycle schedule."""
         self.model.load_state_dict(resume.model)
+        if resume.objective is not None:
+            self.objective.load_state_dict(resume.objective)
         if resume.scaler:
             self.scaler.load_state_dict(resume.scaler)
         if resume.rng:
@@ -294,6 +309,7 @@ class Trainer:
             "epoch": epoch,
             "total_epochs": self.settings.epochs,
             "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -302,6 +318,14 @@ class Trainer:
             "history": history,
             "schedule_start": schedule_start,
         }
+
+
+def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
+    """All-reduce and average the gradients of parameters outside DDP (e.g. a classifier)."""
+    for p in params:
+        if p.grad is not None:
+            torch_dist.all_reduce(p.grad)
+            p.grad /= world_size
 
 
 def write_train_log(path: Path, history: list[dict[str, float]]) -> None:

@@ -94,8 +94,11 @@ def test_evaluate_writes_metrics_and_scores(
             "f1_max",
             "trivial_f1",
             "tpr_at_fpr",
+            "auroc_vs_val_good",
+            "auroc_vs_val_good_ci95",
         ):
             assert key in image, key
+        assert 0.0 <= image["auroc_vs_val_good"] <= 1.0  # 1 held-out good image vs the defects
         assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
         assert entry["pixel"]["auroc"] is not None and entry["pixel"]["aupro"] is not None
         assert entry["counts"] == {

@@ -201,3 +201,20 @@ def test_real_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
         proc.stderr.strip()
         == f"error: data root {tmp_path / 'missing'} does not exist or is not a folder"
     )
+
+
+@pytest.mark.parametrize("objective", ["msc", "cutpaste"])
+def test_objectives_train_and_resume_refuses_another(
+    objective: str, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    extra = ("--epochs", "1", "--objective", objective, "--coreset-ratio", "0.5")
+    assert _train(tiny_data, run, *extra) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["training"]["config"]["objective"] == objective
+    assert float(_log(run)[0]["loss"]) > 0
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    other = "cutpaste" if objective == "msc" else "msc"
+    argv = ["train", "--resume", str(checkpoint), "--out", str(tmp_path / "r"), "--epochs", "2"]
+    assert main([*argv, "--objective", other]) == 2
+    assert "cannot change objective when resuming" in capsys.readouterr().err

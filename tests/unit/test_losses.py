@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simclr_ad.losses import NTXentLoss
+from simclr_ad.losses import MeanShiftedContrastiveLoss, NTXentLoss
 
 
 def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -68,3 +68,49 @@ def test_rejects_bad_arguments() -> None:
         NTXentLoss()(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="at least 2"):
         NTXentLoss()(torch.zeros(1, 2), torch.zeros(1, 2))
+
+
+def _msc(centre: torch.Tensor, **kwargs) -> MeanShiftedContrastiveLoss:
+    return MeanShiftedContrastiveLoss(centre, **kwargs)
+
+
+def test_msc_identical_views_beat_unrelated_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    centre = torch.randn(16, generator=g)
+    h = centre + 0.3 * torch.randn(8, 16, generator=g)  # features clustered around the centre
+    other = centre + 0.3 * torch.randn(8, 16, generator=g)
+    loss = _msc(centre)
+    assert loss(h, h) < loss(h, other)
+
+
+def test_msc_is_ntxent_on_features_shifted_by_the_fixed_centre() -> None:
+    g = torch.Generator().manual_seed(1)
+    centre = torch.randn(10, generator=g)
+    h1, h2 = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+    c = F.normalize(centre, dim=0)
+
+    def shift(h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.normalize(h, dim=1) - c, dim=1)
+
+    loss = _msc(3.0 * centre, temperature=0.25)  # the centre's norm does not matter
+    expected = NTXentLoss(0.25, gather_distributed=False)(shift(h1), shift(h2))
+    assert torch.allclose(loss(h1, h2), expected, atol=1e-6)
+    assert torch.allclose(loss.shift(h1), shift(h1), atol=1e-6)
+    # a feature orthogonal to the centre is shifted to cos(shifted, c) = -1/sqrt(2) (closed form)
+    u = torch.randn(10, generator=g)
+    u = F.normalize(u - (u @ c) * c, dim=0)
+    assert torch.allclose(loss.shift(u.unsqueeze(0)) @ c, torch.tensor([-(0.5**0.5)]), atol=1e-6)
+    assert not list(loss.parameters()) and "centre" in loss.state_dict()  # fixed, saved
+
+
+def test_msc_angular_term_closed_form() -> None:
+    g = torch.Generator().manual_seed(2)
+    centre = torch.randn(8, generator=g)
+    h1, h2 = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    c = F.normalize(centre, dim=0)
+    plain = _msc(centre)(h1, h2)
+    with_term = _msc(centre, angular_weight=0.5)(h1, h2)
+    spread = sum((2 - 2 * F.normalize(h, dim=1) @ c).mean() for h in (h1, h2))
+    assert torch.allclose(with_term - plain, 0.5 * spread, atol=1e-5)
+    with pytest.raises(ValueError, match="angular_weight"):
+        _msc(centre, angular_weight=-1.0)

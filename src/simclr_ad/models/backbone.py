@@ -131,3 +131,39 @@ def channels_last(device: torch.device) -> torch.memory_format:
     (BENCHMARKS.md). Other devices keep the default layout.
     """
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
+
+
+def first_stage_at_stride(encoder: nn.Module, stride: int) -> int:
+    """Index (into timm's ``feature_info``) of the first stage with this output stride."""
+    info = list(encoder.feature_info)  # type: ignore[arg-type]
+    match = next((i for i, f in enumerate(info) if f["reduction"] == stride), None)
+    if match is None:
+        raise UserError(f"the backbone has no stage at stride {stride}; set frozen_stages")
+    return match
+
+
+def freeze_stages(encoder: nn.Module, n: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n`` ``feature_info`` stages of a timm encoder.
+
+    Their parameters stop requiring gradients. Returns their BatchNorm layers, which the caller
+    keeps in eval mode during training so that their running statistics stay the pretrained ones.
+    """
+    info = list(encoder.feature_info)  # type: ignore[arg-type]
+    if not 0 <= n <= len(info):
+        raise UserError(f"frozen_stages={n} out of range: the backbone has {len(info)} stages")
+    if n == 0:
+        return []
+    last = info[n - 1]["module"]
+    frozen: list[nn.Module] = []
+    seen_last = False
+    for name, module in encoder.named_modules():  # registration order = forward order in timm
+        inside = name == last or name.startswith(last + ".")
+        if seen_last and not inside:
+            break
+        seen_last = seen_last or inside
+        if name and not (last.startswith(name + ".")):  # not a container of the last stage
+            frozen.append(module)
+    for module in frozen:
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(False)
+    return [m for m in frozen if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -69,3 +69,21 @@ def test_weights_file_errors(tmp_path: Path) -> None:
     save_file(timm.create_model("resnet34").state_dict(), str(other))
     with pytest.raises(UserError, match="does not fit"):
         create_backbone("efficientnet_lite0", str(other))
+
+
+@pytest.mark.parametrize(
+    ("name", "last_frozen"), [("resnet18", "layer2"), ("efficientnet_lite0", "blocks.2")]
+)
+def test_freeze_stages_before_stride_16(name: str, last_frozen: str) -> None:
+    from simclr_ad.models.backbone import first_stage_at_stride, freeze_stages
+
+    encoder = create_backbone(name, "none")
+    norms = freeze_stages(encoder, first_stage_at_stride(encoder, 16))
+    frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert any(n.startswith(last_frozen + ".") for n in frozen)
+    assert not any(n.startswith(last_frozen + ".") for n in trainable)
+    first = next(n for n, _ in encoder.named_parameters())
+    assert first in frozen  # the stem
+    assert trainable and norms and all(not p.requires_grad for m in norms for p in m.parameters())
+    assert freeze_stages(create_backbone(name, "none"), 0) == []

@@ -1,0 +1,143 @@
+"""CutPaste and scar synthetic defects (Li et al., CVPR 2021) as batched tensor operations.
+
+``cutpaste``: a rectangle (2-15% of the image area, aspect ratio 0.3-3.3) is cut from one place
+of the image, its brightness and contrast jittered (factors in 0.9-1.1), and pasted at another
+place. ``scar``: the same with a thin, long rectangle (2-16 px by 10-25 px at 256 px, scaled with
+the image) rotated by up to ±45°. Each is one gather over a per-sample index map, with no Python
+loop over samples.
+
+Randomness follows :mod:`simclr_ad.data.augment`: each call draws a ``total×K`` block of uniform
+numbers on the CPU from the caller's generator and uses rows ``offset:offset + B``, so a global
+batch and its shards on several ranks get the same defects.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+NORMAL, CUTPASTE, SCAR = 0, 1, 2  # the classes of the 3-way task
+AREA = (0.02, 0.15)
+RATIO = (0.3, 3.3)
+JITTER = 0.1
+SCAR_WIDTH = (2 / 256, 16 / 256)  # fractions of the image side
+SCAR_LENGTH = (10 / 256, 25 / 256)
+SCAR_DEGREES = 45.0
+
+
+class Pasted(NamedTuple):
+    """``images`` B×3×S×S with the defect pasted; ``masks`` B×S×S bool, True where pasted."""
+
+    images: Tensor
+    masks: Tensor
+
+
+def _draw(generator: torch.Generator, total: int | None, offset: int, batch: int, k: int) -> Tensor:
+    total = batch if total is None else total
+    if offset < 0 or offset + batch > total:
+        raise ValueError(f"rows {offset}:{offset + batch} are outside a batch of {total}")
+    return torch.rand(total, k, generator=generator)[offset : offset + batch]
+
+
+def _span(u: Tensor, bounds: tuple[float, float]) -> Tensor:
+    return bounds[0] + u * (bounds[1] - bounds[0])
+
+
+def cutpaste(
+    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+) -> Pasted:
+    """Paste a jittered rectangle cut from each image elsewhere in it.
+
+    Args:
+        x: B×3×S×S ImageNet-normalised float images (any device).
+        generator: CPU generator of the random parameters.
+        total: size of the global batch the parameters are drawn for (default B).
+        offset: index of ``x[0]`` in the global batch.
+    """
+    B, _, S, _ = x.shape
+    u = _draw(generator, total, offset, B, 8)
+    area = _span(u[:, 0], AREA) * S * S
+    ratio = torch.exp(_span(u[:, 1], (math.log(RATIO[0]), math.log(RATIO[1]))))  # width / height
+    h = (area / ratio).sqrt().round().clamp(1, S - 1)
+    w = (area * ratio).sqrt().round().clamp(1, S - 1)
+    src = torch.stack([u[:, 2] * (S - h), u[:, 3] * (S - w)], dim=1).floor()  # B×2 top, left
+    dst = torch.stack([u[:, 4] * (S - h), u[:, 5] * (S - w)], dim=1).floor()
+    rows, cols = _grid(S, x.device)
+    top, left = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
+    hh, ww = h.to(x.device).view(B, 1, 1), w.to(x.device).view(B, 1, 1)
+    inside = (rows >= top) & (rows < top + hh) & (cols >= left) & (cols < left + ww)
+    return _paste(x, inside, shift=dst - src, jitter=u[:, 6:8])
+
+
+def scar(
+    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+) -> Pasted:
+    """Paste a thin, long, rotated rectangle cut from each image elsewhere in it (see cutpaste)."""
+    B, _, S, _ = x.shape
+    u = _draw(generator, total, offset, B, 9)
+    width = (_span(u[:, 0], SCAR_WIDTH) * S).clamp_min(1.0)
+    length = (_span(u[:, 1], SCAR_LENGTH) * S).clamp_min(2.0)
+    angle = torch.deg2rad(_span(u[:, 2], (-SCAR_DEGREES, SCAR_DEGREES)))
+    margin = torch.ceil(torch.hypot(width, length) / 2) + 1  # keeps the rotated box in the image
+    span = (S - 2 * margin).clamp_min(0)
+    src = margin.unsqueeze(1) + (u[:, 3:5] * span.unsqueeze(1)).floor()  # B×2 centre row, col
+    dst = margin.unsqueeze(1) + (u[:, 5:7] * span.unsqueeze(1)).floor()
+    rows, cols = _grid(S, x.device)
+    cy, cx = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
+    cos, sin = (t.to(x.device).view(B, 1, 1) for t in (angle.cos(), angle.sin()))
+    along = cos * (cols - cx) + sin * (rows - cy)
+    across = -sin * (cols - cx) + cos * (rows - cy)
+    half_l, half_w = (t.to(x.device).view(B, 1, 1) / 2 for t in (length, width))
+    inside = (along.abs() < half_l) & (across.abs() < half_w)
+    return _paste(x, inside, shift=dst - src, jitter=u[:, 7:9])
+
+
+def cutpaste_batch(
+    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The 3-way task's inputs 3B×3×S×S (normal, cutpaste, scar) and labels 3B (0, 1, 2)."""
+    B = x.shape[0]
+    pasted = cutpaste(x, generator, total=total, offset=offset).images
+    scarred = scar(x, generator, total=total, offset=offset).images
+    labels = torch.tensor([NORMAL, CUTPASTE, SCAR], device=x.device).repeat_interleave(B)
+    return torch.cat([x, pasted, scarred]), labels
+
+
+def _grid(size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices, 1×S×1 and 1×1×S (float)."""
+    index = torch.arange(size, device=device, dtype=torch.float32)
+    return index.view(1, size, 1), index.view(1, 1, size)
+
+
+def _paste(x: Tensor, inside: Tensor, shift: Tensor, jitter: Tensor) -> Pasted:
+    """Copy pixel ``p - shift`` to every pixel ``p`` inside the mask, brightness/contrast jittered.
+
+    Args:
+        x: B×3×S×S normalised images.
+        inside: B×S×S bool, the destination region.
+        shift: B×2 (rows, cols) from source to destination (CPU).
+        jitter: B×2 uniform numbers for the brightness and contrast factors (CPU).
+    """
+    B, C, S, _ = x.shape
+    rows, cols = _grid(S, x.device)
+    dy, dx = shift.to(x.device).view(B, 2, 1, 1).unbind(1)
+    src_rows = (rows - dy).clamp(0, S - 1).expand(B, S, S)
+    src_cols = (cols - dx).clamp(0, S - 1).expand(B, S, S)
+    index = (src_rows * S + src_cols).long().view(B, 1, S * S).expand(B, C, S * S)
+    source = x.flatten(2).gather(2, index).view(B, C, S, S)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    raw = source * std + mean
+    brightness, contrast = (
+        _span(t, (1 - JITTER, 1 + JITTER)).to(x.device, x.dtype).view(B, 1, 1, 1)
+        for t in jitter.unbind(1)
+    )
+    level = raw.mean(dim=(1, 2, 3), keepdim=True)
+    raw = (((raw - level) * contrast + level) * brightness).clamp(0.0, 1.0)
+    jittered = (raw - mean) / std
+    return Pasted(torch.where(inside.unsqueeze(1), jittered, x), inside)
