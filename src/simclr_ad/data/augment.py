@@ -549,15 +549,13 @@ def _shift_hue(x: Tensor, shift: Tensor) -> Tensor:
     r, g, b = x.unbind(1)
     value = x.amax(dim=1)
     chroma = value - x.amin(dim=1)
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(
-        value == r,
-        (g - b) / safe,
-        torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe),
+    # Hue in sixths of a turn, [0, 6): one division; where chroma is 0 every numerator is 0 too.
+    numerator = torch.where(
+        value == r, g - b, torch.where(value == g, b - r + 2 * chroma, r - g + 4 * chroma)
     )
-    hue = torch.remainder(hue / 6 + shift.view(-1, 1, 1), 1.0)
+    hue6 = torch.remainder(numerator / chroma.clamp_min(1e-12) + 6 * shift.view(-1, 1, 1), 6.0)
     offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
-    k = torch.remainder(offsets + 6 * hue.unsqueeze(1), 6)
+    k = torch.remainder(offsets + hue6.unsqueeze(1), 6)
     return value.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
