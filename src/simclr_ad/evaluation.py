@@ -339,7 +339,8 @@ def format_tables(metrics: dict[str, Any]) -> str:
     lines = [
         f"Per-category performance ({primary} scorer, threshold calibrated on held-out good images)"
     ]
-    header = f"{'category':<14}{'AUROC':>7}{'95% CI':>15}{'pixAUROC':>10}{'AUPRO':>7}{'F1':>7}"
+    header = f"{'category':<14}{'AUROC':>7}{'95% CI':>15}{'vsVal†':>8}{'pixAUROC':>10}"
+    header += f"{'AUPRO':>7}{'F1':>7}"
     header += f"{'prec':>7}{'recall':>7}{'acc':>7}{'trivF1':>8}{'F1max*':>8}"
     lines += [header, "-" * len(header)]
     for category, m in metrics["scorers"][primary]["categories"].items():
@@ -347,12 +348,15 @@ def format_tables(metrics: dict[str, Any]) -> str:
         ci = image["auroc_ci95"]
         ci_text = f"[{ci[0]:.3f},{ci[1]:.3f}]" if ci else "-"
         lines.append(
-            f"{category:<14}{_fmt(image['auroc']):>7}{ci_text:>15}{_fmt(pixel['auroc']):>10}"
+            f"{category:<14}{_fmt(image['auroc']):>7}{ci_text:>15}"
+            f"{_fmt(image.get('auroc_vs_val_good')):>8}{_fmt(pixel['auroc']):>10}"
             f"{_fmt(pixel['aupro']):>7}{_fmt(image['f1']):>7}{_fmt(image['precision']):>7}"
             f"{_fmt(image['recall']):>7}{_fmt(image['accuracy']):>7}{_fmt(image['trivial_f1']):>8}"
             f"{_fmt(image['f1_max']):>8}"
         )
     lines += [
+        "† vsVal: AUROC of the test defects against the held-out good training images (the",
+        "  control free of any shift between training and test good parts)",
         "* F1max: best F1 over thresholds fitted on the test set (an upper bound, not deployable)",
         "",
     ]

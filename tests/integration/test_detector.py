@@ -99,6 +99,8 @@ def test_evaluate_writes_metrics_and_scores(
         ):
             assert key in image, key
         assert 0.0 <= image["auroc_vs_val_good"] <= 1.0  # 1 held-out good image vs the defects
+        row = next(line.split() for line in printed.splitlines() if line.startswith(category))
+        assert row[3] == f"{image['auroc_vs_val_good']:.3f}"  # the table's control column
         assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
         assert entry["pixel"]["auroc"] is not None and entry["pixel"]["aupro"] is not None
         assert entry["counts"] == {
