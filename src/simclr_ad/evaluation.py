@@ -57,6 +57,7 @@ class CategoryScores:
     counts: dict[str, int]
     seconds: float
     pixels: torch.Tensor  # uint8 N×3×S×S, for the report's thumbnails
+    train: tuple[Sample, ...]  # the good training images the detector was fitted on
     val_scores: dict[str, torch.Tensor] | None = None  # held-out good training images, per scorer
 
 
@@ -122,6 +123,7 @@ def score_category(
         counts,
         seconds,
         decoded.pixels,
+        split.train,
         val_scores=None if val_scores is None else val_scores.scores,
     )
 
@@ -240,7 +242,7 @@ def evaluate(
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for result in results:
         save_category(
-            out / DATA_DIR / f"{result.category}.npz", report_data(loaded, root, result, device)
+            out / DATA_DIR / f"{result.category}.npz", report_data(loaded, result, device)
         )
     write_run_data(out / DATA_DIR / "run.json", model_dir.parent / "train_log.csv")
     build_report(out)
@@ -278,15 +280,11 @@ def run_identity(
 
 
 def report_data(
-    loaded: LoadedDetector, root: Path, result: CategoryScores, device: torch.device
+    loaded: LoadedDetector, result: CategoryScores, device: torch.device
 ) -> CategoryReportData:
     """Embeddings of (a spread subset of) the training good images and of the test images, and
     the gallery's thumbnails, maps, masks and nearest training images."""
-    config = loaded.metadata["training"]["config"]
-    split = load_category(
-        root, result.category, val_fraction=config["val_fraction"], val_min=config["val_min"]
-    )
-    chosen = [split.train[i] for i in spread_subset(len(split.train), MAX_TRAIN_POINTS)]
+    chosen = [result.train[i] for i in spread_subset(len(result.train), MAX_TRAIN_POINTS)]
     # for the figures only: unreadable files were counted when the model was trained
     train = decode_images(chosen, loaded.detector.settings.image_size, max_bad_fraction=1.0)
     h_train = loaded.detector.embed(train.pixels, result.category, device=device)
