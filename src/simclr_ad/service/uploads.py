@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from simclr_ad.data.images import to_rgb
+from simclr_ad.data.images import decode_rgb
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 
@@ -51,15 +50,7 @@ def decode_upload(data: bytes, size: int, limits: UploadLimits) -> np.ndarray:
     if len(data) > limits.max_bytes:
         raise UploadError(413, f"upload larger than {limits.max_bytes} bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:  # reads the header only
-                _check_header(opened, limits)
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        image = to_rgb(image)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        return decode_rgb(io.BytesIO(data), size, check=lambda image: _check_header(image, limits))
     except UploadError:
         raise
     except UnidentifiedImageError:
@@ -70,7 +61,6 @@ def decode_upload(data: bytes, size: int, limits: UploadLimits) -> np.ndarray:
         raise UploadError(413, "image has too many pixels (decompression bomb)") from None
     except Exception as exc:  # any decoder failure on untrusted bytes is the client's problem
         raise UploadError(422, f"not a readable image: {exc}") from None
-    return np.asarray(image, dtype=np.uint8)
 
 
 def _check_header(image: Image.Image, limits: UploadLimits) -> None:
