@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class CategoryScores:
     pixels: torch.Tensor  # uint8 N×3×S×S, for the report's thumbnails
     train: tuple[Sample, ...]  # the good training images the detector was fitted on
     val_scores: dict[str, torch.Tensor] | None = None  # held-out good training images, per scorer
+    val_samples: tuple[Sample, ...] = ()  # the held-out images that decoded, in val_scores' order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class EvaluationResult:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    outputs = ("metrics.json", "scores.csv", REPORT_FILE, DATA_DIR, FIGURES_DIR)
+    outputs = ("metrics.json", "scores.csv", "val_scores.csv", REPORT_FILE, DATA_DIR, FIGURES_DIR)
     existing = [name for name in outputs if (out / name).exists()]
     if existing and not overwrite:
         raise UserError(
@@ -104,10 +105,12 @@ def score_category(
     detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
     seconds = time.perf_counter() - started
     val_scores = None
+    val_samples: tuple[Sample, ...] = ()
     if split.val:  # the lighting-shift-free control: held-out good images of the training set
         val = decode_images(split.val, size)
         if val.samples:
             val_scores = loaded.detector.detect(val.pixels, category, device=device, maps=False)
+            val_samples = val.samples
     counts = {
         "train_good": len(split.train),
         "val_good": len(split.val),
@@ -125,6 +128,7 @@ def score_category(
         decoded.pixels,
         split.train,
         val_scores=None if val_scores is None else val_scores.scores,
+        val_samples=val_samples,
     )
 
 
@@ -239,6 +243,7 @@ def evaluate(
     metrics["run"] = run_identity(loaded, model_dir, root, results)
     evaluation = EvaluationResult(metrics, results, out / REPORT_FILE)
     write_scores_csv(out / "scores.csv", loaded, evaluation)
+    write_val_scores_csv(out / "val_scores.csv", loaded, evaluation)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for result in results:
         save_category(
@@ -311,15 +316,35 @@ def report_data(
 
 def write_scores_csv(path: Path, loaded: LoadedDetector, evaluation: EvaluationResult) -> None:
     """One row per test image: labels, one column per scorer, the primary scorer's verdict."""
+    _write_rows(path, loaded, [(r, r.samples, r.detection.scores) for r in evaluation.categories])
+
+
+def write_val_scores_csv(path: Path, loaded: LoadedDetector, evaluation: EvaluationResult) -> None:
+    """The same columns for the held-out good training images (calibration set, never fitted).
+
+    They are what a setting may be chosen on without looking at the test set (``benchmarks/
+    quality.py``'s selection protocol), and the control of ``image.auroc_vs_val_good``.
+    """
+    rows = [
+        (r, r.val_samples, r.val_scores) for r in evaluation.categories if r.val_scores is not None
+    ]
+    _write_rows(path, loaded, rows)
+
+
+def _write_rows(
+    path: Path,
+    loaded: LoadedDetector,
+    groups: Sequence[tuple[CategoryScores, Sequence[Sample], Mapping[str, torch.Tensor]]],
+) -> None:
     names = scorer_names(loaded.detector.settings)
     primary = names[0]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "category", "defect_type", "label", *names, "prediction"])
-        for result in evaluation.categories:
+        for result, samples, table in groups:
             threshold = loaded.detector.threshold(result.category, primary)
-            for i, sample in enumerate(result.samples):
-                scores = [float(result.detection.scores[n][i]) for n in names]
+            for i, sample in enumerate(samples):
+                scores = [float(table[n][i]) for n in names]
                 writer.writerow(
                     [display_path(sample.path), sample.category, sample.defect_type, sample.label]
                     + [f"{v:.6g}" for v in scores]

@@ -127,6 +127,19 @@ def test_evaluate_writes_metrics_and_scores(
         "patch",
         "prediction",
     }
+    with open(out / "val_scores.csv") as handle:
+        held_out = list(csv.DictReader(handle))
+    assert len(held_out) == 2  # one held-out good training image per category
+    for row in held_out:
+        assert "/train/good/" in row["path"] and row["label"] == "0"
+        assert row["defect_type"] == "good" and set(row) == set(rows[0])
+        # the control AUROC ranks the category's defects against exactly this one score
+        good = float(row["patch"])
+        same = [r for r in rows if r["category"] == row["category"]]
+        defects = [float(r["patch"]) for r in same if r["label"] == "1"]
+        above = sum((d > good) + 0.5 * (d == good) for d in defects) / len(defects)
+        control = patch["categories"][row["category"]]["image"]["auroc_vs_val_good"]
+        assert above == pytest.approx(control)
     # a second evaluation into the same folder is refused without --overwrite
     assert main(argv) == 2
     assert "already holds" in capsys.readouterr().err
