@@ -64,7 +64,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")
     d.add_argument("--photometric", help="brightness correction: none | gain | standardize")
     d.add_argument("--patch-stages", help="backbone stages of the patch features, e.g. 1,2")
+    d.add_argument("--patch-k", type=int, help="bank neighbours averaged per patch (1)")
+    d.add_argument("--map-sigma", type=float, help="Gaussian smoothing of the maps, pixels (4)")
     d.add_argument("--score-rule", help="max | topk_mean (image score from the anomaly map)")
+    d.add_argument("--topk-fraction", type=float, help="share of pixels topk_mean averages (0.01)")
     p.add_argument(
         "--resume", type=Path, help="checkpoint to continue from (RUN/checkpoints/*.ckpt)"
     )

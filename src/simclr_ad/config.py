@@ -76,8 +76,10 @@ class TrainConfig:
     patch_stages: tuple[int, ...] = ()  # feature_info indices; empty: the stride-8 and -16 stages
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
+    patch_k: int = 1  # patch score: mean distance to the k nearest bank patches
     map_sigma: float = 4.0
     score_rule: str = "topk_mean"  # mean of the top 1% of the map; "max" is PatchCore's
+    topk_fraction: float = 0.01  # the share of map pixels averaged by "topk_mean"
     photometric: str = "gain"  # per-image brightness correction: none | gain | standardize
     eval_batch_size: int = 32
 
@@ -141,7 +143,9 @@ def _validate(cfg: TrainConfig) -> None:
         ("patch_stages", all(s >= 0 for s in cfg.patch_stages), "backbone stage indices >= 0"),
         ("coreset_ratio", 0.0 < cfg.coreset_ratio <= 1.0, "a number in (0, 1]"),
         ("max_patch_candidates", cfg.max_patch_candidates >= 1, "an integer >= 1"),
+        ("patch_k", cfg.patch_k >= 1, "an integer >= 1"),
         ("map_sigma", cfg.map_sigma >= 0, "a number >= 0"),
+        ("topk_fraction", 0.0 < cfg.topk_fraction <= 1.0, "a number in (0, 1]"),
         ("score_rule", cfg.score_rule in SCORE_RULES, f"one of {', '.join(SCORE_RULES)}"),
         (
             "photometric",

@@ -42,8 +42,10 @@ class DetectorSettings:
     patch_stages: tuple[int, ...] = ()
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
+    patch_k: int = 1
     map_sigma: float = 4.0
     score_rule: str = "topk_mean"
+    topk_fraction: float = 0.01
     photometric: str = "gain"
     batch_size: int = 32
     seed: int = 0
@@ -207,8 +209,10 @@ def _fit_group(
     if patches:
         patch = PatchScorer(
             coreset_ratio=settings.coreset_ratio,
+            k=settings.patch_k,
             sigma=settings.map_sigma,
             score_rule=settings.score_rule,
+            topk_fraction=settings.topk_fraction,
             seed=settings.seed,
         ).fit(torch.cat(patches).to(device))  # the greedy coreset is much faster on a GPU
         patch.to(torch.device("cpu"))
