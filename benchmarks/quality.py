@@ -3,16 +3,25 @@
 Usage:
     .venv/bin/python benchmarks/quality.py --suite synthetic [--out DIR]
     .venv/bin/python benchmarks/quality.py --suite screw [--data ../shared/data/mvtec_ad]
+    .venv/bin/python benchmarks/quality.py --suite screw-ablation   # one knob per row
+    .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
 project's own ``train`` and ``evaluate`` pipeline; thresholds are calibrated on held-out good
 training images, never on the test set. Prints a Markdown table (for BENCHMARKS.md) and writes
 ``results.json`` under ``--out``.
+
+Settings are chosen without the test set (issue 7's protocol): on screw, the *selection* AUROC
+ranks the defects of three types (the first three alphabetically, fixed before any run:
+``SELECTION_TYPES``) against the held-out good training images (``val_scores.csv``); the test's
+good parts and the other two types (the *confirmation* AUROC) are only reported. ``vs_val_good``
+is the control free of screw's lighting shift: all test defects against the held-out good images.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import platform
@@ -23,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sklearn.metrics import roc_auc_score
 
 from simclr_ad.config import build_config
 from simclr_ad.data.synthetic import generate_dataset
@@ -37,6 +47,7 @@ EFF = {"backbone": "efficientnet_lite0", "weights": str(EFFICIENTNET)}
 # The shared weights are a port of Google's TensorFlow EfficientNet-Lite0, trained with TF "SAME"
 # padding: timm's tf_ variant pads the same way, so its maps line up with the image.
 TF_EFF = {"backbone": "tf_efficientnet_lite0", "weights": str(EFFICIENTNET)}
+SELECTION_TYPES = ("manipulated_front", "scratch_head", "scratch_neck")
 WRITE_UP = {
     "augment": "seed",
     "temperature": 0.07,
@@ -82,11 +93,73 @@ def screw_suite() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _row(name: str, metrics: dict[str, Any], scores_csv: Path, train_s: float) -> dict[str, Any]:
+def screw_ablation_suite() -> list[tuple[str, dict[str, Any]]]:
+    """One knob at a time around the best no-training detector (tf_efficientnet_lite0, 320 px)."""
+    base = {"categories": ["screw"], "image_size": 320, "epochs": 0, **TF_EFF}
+    return [
+        ("base: 320 px, stages 2+3 (stride 8+16), coreset 0.1, k 1, sigma 4, top 1%", base),
+        ("image size 256", {**base, "image_size": 256}),
+        ("image size 384", {**base, "image_size": 384}),
+        ("stages 1+2+3 (stride 4+8+16)", {**base, "patch_stages": [1, 2, 3]}),
+        ("stages 2+3+4 (stride 8+16+32)", {**base, "patch_stages": [2, 3, 4]}),
+        ("coreset 0.02", {**base, "coreset_ratio": 0.02}),
+        ("patch k 3", {**base, "patch_k": 3}),
+        ("map sigma 8", {**base, "map_sigma": 8.0}),
+        ("score rule max", {**base, "score_rule": "max"}),
+    ]
+
+
+def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
+    """The training objectives of issue 7 against no training, same backbone and detector."""
+    base = {"categories": ["screw"], "image_size": 256, **EFF}
+    tuned = {**base, "batch_size": 32, "lr": 1e-4}
+    return [
+        ("no training", {**base, "epochs": 0}),
+        (
+            "write-up's SimCLR (seed aug, T 0.07), 3 epochs",
+            {**tuned, "augment": "seed", "temperature": 0.07, "epochs": 3},
+        ),
+        ("SimCLR, defect-preserving aug, 3 epochs", {**tuned, "epochs": 3}),
+        ("mean-shifted contrastive (msc), 3 epochs", {**tuned, "objective": "msc", "epochs": 3}),
+        ("cutpaste, 12 epochs", {**tuned, "objective": "cutpaste", "epochs": 12}),
+    ]
+
+
+def protocol_aurocs(scores_csv: Path, val_csv: Path, scorer: str) -> dict[str, float | None]:
+    """Selection AUROC (SELECTION_TYPES vs held-out good), confirmation AUROC (the other defect
+    types vs the test's good parts) and the control (all defects vs held-out good)."""
+    test = _read_rows(scores_csv)
+    held_out = [float(r[scorer]) for r in _read_rows(val_csv)] if val_csv.is_file() else []
+    defects = [r for r in test if r["label"] == "1"]
+    chosen = [float(r[scorer]) for r in defects if r["defect_type"] in SELECTION_TYPES]
+    others = [float(r[scorer]) for r in defects if r["defect_type"] not in SELECTION_TYPES]
+    good = [float(r[scorer]) for r in test if r["label"] == "0"]
+    return {
+        "selection_auroc": _auroc(held_out, chosen),
+        "confirmation_auroc": _auroc(good, others),
+        "vs_val_good": _auroc(held_out, chosen + others),
+    }
+
+
+def _auroc(negatives: list[float], positives: list[float]) -> float | None:
+    if not negatives or not positives:
+        return None
+    labels = [0] * len(negatives) + [1] * len(positives)
+    return float(roc_auc_score(labels, negatives + positives))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> dict[str, Any]:
     primary = metrics["primary"]
     entry = metrics["scorers"][primary]
     images = [c["image"] for c in entry["categories"].values()]
+    scores_csv = eval_dir / "scores.csv"
     false_alarms = _false_alarm_rate(scores_csv)
+    protocol = protocol_aurocs(scores_csv, eval_dir / "val_scores.csv", primary)
     return {
         "config": name,
         "primary": primary,
@@ -99,6 +172,7 @@ def _row(name: str, metrics: dict[str, Any], scores_csv: Path, train_s: float) -
         "recall": sum(i["recall"] for i in images) / len(images),
         "trivial_f1": sum(i["trivial_f1"] for i in images) / len(images),
         "test_good_false_alarm_rate": false_alarms,
+        **protocol,
         "train_minutes": round(train_s / 60, 2),
         "ms_per_image": metrics["timing"]["ms_per_image"],
         "per_category": {c: v["image"]["auroc"] for c, v in entry["categories"].items()},
@@ -107,17 +181,15 @@ def _row(name: str, metrics: dict[str, Any], scores_csv: Path, train_s: float) -
 
 
 def _false_alarm_rate(scores_csv: Path) -> float:
-    import csv
-
-    with open(scores_csv) as handle:
-        good = [r for r in csv.DictReader(handle) if r["label"] == "0"]
+    good = [r for r in _read_rows(scores_csv) if r["label"] == "0"]
     return sum(r["prediction"] == "1" for r in good) / max(len(good), 1)
 
 
 def run_config(
     name: str, values: dict[str, Any], data: Path, work: Path, device: str
 ) -> dict[str, Any]:
-    run = work / name.split(" (")[0].replace(" ", "_").replace(",", "")[:40]
+    slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])[:40]
+    run = work / slug
     shutil.rmtree(run, ignore_errors=True)
     config = build_config(values, data=str(data), out=str(run / "run"), device=device)
     started = time.perf_counter()
@@ -126,7 +198,7 @@ def run_config(
     evaluation = evaluate(
         result.model_dir, data, run / "eval", device=resolve_device(device), overwrite=True
     )
-    row = _row(name, evaluation.metrics, run / "eval" / "scores.csv", train_s)
+    row = _row(name, evaluation.metrics, run / "eval", train_s)
     logging.getLogger("quality").warning("%s: image AUROC %.3f", name, row["image_auroc"])
     return row
 
@@ -146,6 +218,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "config",
         "image_auroc",
         "auroc_ci95",
+        "vs_val_good",
+        "selection_auroc",
+        "confirmation_auroc",
         "pixel_auroc",
         "aupro",
         "f1",
@@ -161,11 +236,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SUITES = {
+    "synthetic": synthetic_suite,
+    "screw": screw_suite,
+    "screw-ablation": screw_ablation_suite,
+    "screw-ssl": screw_ssl_suite,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", choices=["synthetic", "screw"], required=True)
+    parser.add_argument("--suite", choices=list(SUITES), required=True)
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "mvtec_ad")
     parser.add_argument("--out", type=Path, default=Path("/tmp/simclr-ad-quality"))
     parser.add_argument("--device", default="auto")
@@ -182,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / "screw").is_dir():
             print(f"error: no MVTec screw data under {data}", file=sys.stderr)
             return 2
-        configs = screw_suite()
+        configs = SUITES[args.suite]()
     if not EFFICIENTNET.is_file():
         print(f"error: {EFFICIENTNET} is missing (the offline ImageNet weights)", file=sys.stderr)
         return 2
