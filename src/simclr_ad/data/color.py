@@ -83,7 +83,10 @@ def blend(x: Tensor, op: Tensor, factor: Tensor, *, out: Tensor | None = None) -
     matrix = matrix.to(device=x.device, dtype=x.dtype)
     pixels = x.view(n, 3, -1)  # N×3×P
     result = out.view(n, 3, -1) if out is not None else torch.empty_like(pixels)
-    torch.bmm(matrix, pixels, out=result)
+    if (op == SATURATION).any():
+        torch.bmm(matrix, pixels, out=result)
+    else:  # every matrix is f·I: one multiply, cheaper than a matrix product
+        torch.mul(pixels, matrix[:, :1, :1], out=result)
     if mean_weight.any():
         gray = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype)
         mean = pixels.mean(dim=2) @ gray  # N; mean of the gray image
