@@ -545,18 +545,16 @@ def _color_jitter(x: Tensor, params: AugmentParams, config: AugmentConfig) -> Te
 
     One step applies every sample's op at that position: brightness, contrast and saturation
     as one batched affine colour map (:func:`color.blend`), hue on the samples that shift it.
-    Overwrites ``x``; returns the result (``x`` or a tensor of the same shape).
+    Overwrites and returns ``x``.
     """
     strengths = torch.tensor([config.brightness, config.contrast, config.saturation, config.hue])
-    spare: Tensor | None = None
     for step in range(4):
         op = params.order[:, step]
         use = params.jitter & (strengths[op] > 0)
         blend_op = torch.where(use & (op < 3), op, -1)
         if (blend_op >= 0).any():
             factor = params.factors.gather(1, op[:, None]).squeeze(1)
-            spare = torch.empty_like(x) if spare is None else spare
-            x, spare = color.blend(x, blend_op, factor, out=spare), x
+            color.blend(x, blend_op, factor)
         hue = (use & (op == 3)).nonzero().squeeze(1)
         if len(hue):
             idx = hue.to(x.device)

@@ -10,7 +10,7 @@ a clamp to ``[0, 1]``. The first three are affine maps of a pixel's RGB vector `
   ``wᵀx``, ``w`` the luma weights).
 
 So one step of a batch in which every sample applies a different op (or none: ``M = I``) is
-one batched matrix product and one clamp (:func:`blend`), exact up to float rounding.
+a few in-place passes over the batch and one clamp (:func:`blend`), exact up to float rounding.
 
 Hue is not affine in RGB: :func:`shift_hue` rotates the HSV hue exactly as torchvision's
 ``adjust_hue`` does, with branch-free arithmetic (min/max/abs and a few adds per pixel, no
@@ -45,53 +45,38 @@ def grayscale(x: Tensor) -> Tensor:
     return gray.unsqueeze(1)
 
 
-def blend_maps(op: Tensor, factor: Tensor) -> tuple[Tensor, Tensor]:
-    """The affine colour map of each sample's op (see the module docstring), on the CPU.
-
-    Args:
-        op: N op codes: ``BRIGHTNESS``, ``CONTRAST``, ``SATURATION``, or -1 for the identity.
-        factor: N blend factors; ignored where ``op`` is -1.
-
-    Returns:
-        N×3×3 float64 matrices, and N float64 weights of the sample's mean gray in the offset
-        (``1 - f`` for contrast, 0 otherwise).
-    """
-    n = len(op)
-    f = torch.where(op >= 0, factor.double(), 1.0)
-    rest = 1.0 - f
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).expand(3, 3)  # every row is w
-    matrix = f.view(n, 1, 1) * torch.eye(3, dtype=torch.float64)
-    matrix += (rest * (op == SATURATION)).view(n, 1, 1) * weights
-    return matrix, rest * (op == CONTRAST)
-
-
-def blend(x: Tensor, op: Tensor, factor: Tensor, *, out: Tensor | None = None) -> Tensor:
+def blend(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
     """Brightness, contrast or saturation per sample, clamped to ``[0, 1]`` as torchvision does.
 
+    Computed in place as ``clamp(f x + b wᵀx + c m, 0, 1)``, the affine map of the module
+    docstring (``b = 1 - f`` for saturation, ``c = 1 - f`` for contrast, 0 otherwise): no second
+    full-size buffer, so a batch stays in the cache from one op to the next.
+
     Args:
-        x: N×3×H×W in ``[0, 1]``.
+        x: N×3×H×W in ``[0, 1]``; overwritten.
         op: N op codes on the CPU: ``BRIGHTNESS``, ``CONTRAST``, ``SATURATION``, or -1 to leave
             the sample unchanged.
         factor: N blend factors on the CPU (``f`` in the module docstring).
-        out: Optional N×3×H×W tensor (not ``x``) to write the result into.
 
     Returns:
-        N×3×H×W in ``[0, 1]`` (``out`` when given).
+        ``x``.
     """
     n = len(op)
-    matrix, mean_weight = blend_maps(op, factor)
-    matrix = matrix.to(device=x.device, dtype=x.dtype)
+    f = torch.where(op >= 0, factor.double(), 1.0)
+    gray_weight = ((1.0 - f) * (op == SATURATION)).to(x).view(n, 1, 1)
+    mean_weight = ((1.0 - f) * (op == CONTRAST)).to(x).view(n, 1, 1)
     pixels = x.view(n, 3, -1)  # N×3×P
-    result = out.view(n, 3, -1) if out is not None else torch.empty_like(pixels)
+    weights = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 1, 3)
+    offset = None  # N×1×P or N×1×1, added to every channel
     if (op == SATURATION).any():
-        torch.bmm(matrix, pixels, out=result)
-    else:  # every matrix is f·I: one multiply, cheaper than a matrix product
-        torch.mul(pixels, matrix[:, :1, :1], out=result)
-    if mean_weight.any():
-        gray = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype)
-        mean = pixels.mean(dim=2) @ gray  # N; mean of the gray image
-        result += (mean * mean_weight.to(device=x.device, dtype=x.dtype)).view(n, 1, 1)
-    return result.clamp_(0, 1).view_as(x)
+        offset = torch.matmul(weights, pixels).mul_(gray_weight)  # b wᵀx
+    if (op == CONTRAST).any():
+        mean = torch.matmul(weights, pixels.mean(dim=2, keepdim=True))  # N×1×1 mean gray
+        offset = mean * mean_weight if offset is None else offset.add_(mean * mean_weight)
+    pixels.mul_(f.to(x).view(n, 1, 1))
+    if offset is not None:
+        pixels.add_(offset)
+    return x.clamp_(0, 1)
 
 
 def shift_hue(x: Tensor, shift: Tensor) -> Tensor:

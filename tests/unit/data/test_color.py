@@ -10,7 +10,6 @@ from simclr_ad.data.color import (
     GRAY_WEIGHTS,
     SATURATION,
     blend,
-    blend_maps,
     grayscale,
     shift_hue,
 )
@@ -42,18 +41,27 @@ def test_grayscale_uses_torchvision_weights() -> None:
     assert abs(sum(GRAY_WEIGHTS) - 1.0) < 1e-3
 
 
-def test_blend_maps_closed_forms() -> None:
-    op = torch.tensor([BRIGHTNESS, CONTRAST, SATURATION, -1])
-    factor = torch.tensor([1.5, 0.25, 0.5, 3.0], dtype=torch.float64)
-    matrix, mean_weight = blend_maps(op, factor)
-    eye = torch.eye(3, dtype=torch.float64)
-    w = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64)
-    torch.testing.assert_close(matrix[0], 1.5 * eye)
-    torch.testing.assert_close(matrix[1], 0.25 * eye)
-    torch.testing.assert_close(matrix[2], 0.5 * eye + 0.5 * w.expand(3, 3))
-    torch.testing.assert_close(matrix[3], eye)  # -1: identity whatever the factor
-    expected_weight = torch.tensor([0.0, 0.75, 0.0, 0.0], dtype=torch.float64)
-    torch.testing.assert_close(mean_weight, expected_weight)
+def _affine_maps(op: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module docstring's M (N×3×3) and the weight of the mean gray in o (N), written out."""
+    eye, w = torch.eye(3, dtype=torch.float64), torch.tensor(GRAY_WEIGHTS, dtype=torch.float64)
+    matrices, mean_weights = [], []
+    for code, f in zip(op.tolist(), factor.tolist(), strict=True):
+        f = 1.0 if code < 0 else f
+        gray_row = w.expand(3, 3) if code == SATURATION else torch.zeros(3, 3)
+        matrices.append(f * eye + (1 - f) * gray_row)
+        mean_weights.append(1 - f if code == CONTRAST else 0.0)
+    return torch.stack(matrices), torch.tensor(mean_weights, dtype=torch.float64)
+
+
+def test_blend_is_the_clamped_affine_colour_map() -> None:
+    x = _images(8).double()
+    op = torch.tensor([BRIGHTNESS, CONTRAST, SATURATION, -1, SATURATION, CONTRAST, 0, 2])
+    factor = torch.tensor([1.5, 0.25, 0.5, 3.0, 1.7, 1.9, 0.2, 0.0], dtype=torch.float64)
+    matrix, mean_weight = _affine_maps(op, factor)
+    pixels = x.flatten(2)  # N×3×P
+    mean = (pixels.mean(dim=2) @ torch.tensor(GRAY_WEIGHTS, dtype=torch.float64)).view(8, 1, 1)
+    expected = (matrix @ pixels + mean_weight.view(8, 1, 1) * mean).clamp(0, 1)
+    torch.testing.assert_close(blend(x.clone(), op, factor).flatten(2), expected)
 
 
 @pytest.mark.parametrize("op", [BRIGHTNESS, CONTRAST, SATURATION])
@@ -62,9 +70,8 @@ def test_blend_matches_torchvision_including_clamping(op: int, factor: float) ->
     x = _images(6)
     ops = torch.full((6,), op)
     expected = torch.stack([ADJUST[op](im, factor) for im in x])
-    out = torch.empty_like(x)
-    got = blend(x, ops, torch.full((6,), factor, dtype=torch.float64), out=out)
-    assert got.data_ptr() == out.data_ptr()
+    got = blend(x, ops, torch.full((6,), factor, dtype=torch.float64))
+    assert got is x  # in place
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -72,7 +79,7 @@ def test_blend_mixes_ops_per_sample_and_leaves_skipped_samples_exact() -> None:
     x = _images(5)
     ops = torch.tensor([BRIGHTNESS, -1, SATURATION, CONTRAST, BRIGHTNESS])
     factors = torch.tensor([1.6, 0.3, 0.2, 0.5, 0.7], dtype=torch.float64)
-    got = blend(x, ops, factors)
+    got = blend(x.clone(), ops, factors)
     assert torch.equal(got[1], x[1])
     for i in (0, 2, 3, 4):
         expected = ADJUST[int(ops[i])](x[i], factors[i].item())
