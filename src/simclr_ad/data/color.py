@@ -73,9 +73,11 @@ def blend(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
     if (op == CONTRAST).any():
         mean = torch.matmul(weights, pixels.mean(dim=2, keepdim=True))  # N×1×1 mean gray
         offset = mean * mean_weight if offset is None else offset.add_(mean * mean_weight)
-    pixels.mul_(f.to(x).view(n, 1, 1))
-    if offset is not None:
-        pixels.add_(offset)
+    f = f.to(x).view(n, 1, 1)
+    if offset is None:
+        pixels.mul_(f)
+    else:
+        torch.addcmul(offset, pixels, f, out=pixels)  # one pass instead of mul_ and add_
     return x.clamp_(0, 1)
 
 
