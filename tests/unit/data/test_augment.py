@@ -6,15 +6,16 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+import simclr_ad.data.augment as augment_module
 from simclr_ad.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
     AugmentConfig,
     BatchAugment,
-    _blend_step,
+    _color_jitter,
     _gaussian_blur,
-    _shift_hue,
+    _random_erase,
     create_augment,
     draw_params,
     normalize,
@@ -169,25 +170,40 @@ def test_erasing_boxes_follow_torchvision() -> None:
     assert (left >= 0).all() and (left + width <= SIZE).all()
 
 
-def test_hue_shift_matches_torchvision() -> None:
-    images = torch.rand(5, 3, 8, 8, generator=_generator(0))
-    images[0] = 0.5  # gray: hue undefined, must stay gray
-    shifts = torch.tensor([0.3, -0.5, -0.2, 0.0, 0.45])
-    expected = torch.stack(
-        [TF.adjust_hue(im, s.item()) for im, s in zip(images, shifts, strict=True)]
-    )
-    torch.testing.assert_close(_shift_hue(images, shifts), expected, rtol=0, atol=1e-5)
+def test_color_jitter_matches_torchvision_ops_in_each_samples_order() -> None:
+    """A naive reference: torchvision's four functions, one sample at a time, in its order."""
+    config = PRESETS["seed"]
+    images = torch.rand(64, 3, 8, 8, generator=_generator(0))
+    params = draw_params(config, total=64, input_hw=(8, 8), size=8, generator=_generator(1))
+    adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    expected = images.clone()
+    for i in range(len(images)):
+        if params.jitter[i]:
+            for op in params.order[i].tolist():
+                expected[i] = adjust[op](expected[i], params.factors[i, op].item())
+    got = _color_jitter(images.clone(), params, config)
+    assert params.jitter.any() and not params.jitter.all()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
-def test_blend_ops_match_torchvision() -> None:
-    images = torch.rand(4, 3, 8, 8, generator=_generator(0))
-    ops = torch.tensor([0, 1, 2, 1])
-    factors = torch.tensor([1.6, 0.3, 0.2, 1.0], dtype=torch.float64)
-    adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation]
-    expected = torch.stack(
-        [adjust[op](im, f.item()) for im, op, f in zip(images, ops, factors, strict=True)]
-    )
-    torch.testing.assert_close(_blend_step(images.clone(), ops, factors), expected)
+def test_resampling_in_blocks_equals_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    augment = create_augment("seed", image_size=SIZE)
+    images = _natural_images(7)
+    monkeypatch.setattr(augment_module, "RESAMPLE_BLOCK", 100)
+    whole = augment(images, _generator(4))
+    monkeypatch.setattr(augment_module, "RESAMPLE_BLOCK", 3)
+    assert torch.equal(augment(images, _generator(4)), whole)
+
+
+def test_random_erase_zeroes_the_box_of_chosen_samples_only() -> None:
+    x = torch.rand(3, 3, 8, 8, generator=_generator(0)) + 1
+    mask = torch.tensor([True, False, True])
+    box = torch.tensor([[1, 2, 3, 4], [0, 0, 8, 8], [0, 0, 1, 1]])
+    out = _random_erase(x.clone(), mask, box)
+    expected = x.clone()
+    expected[0, :, 1:4, 2:6] = 0
+    expected[2, :, 0:1, 0:1] = 0
+    assert torch.equal(out, expected)
 
 
 def test_blur_matches_torchvision() -> None:
