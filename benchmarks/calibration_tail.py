@@ -36,6 +36,7 @@ from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.config import build_config
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, DetectorSettings, fit_detector
+from simclr_ad.metrics import image_metrics
 from simclr_ad.models.simclr import SimCLRModel, build_model
 from simclr_ad.pipeline import decode_train_val, detector_settings, load_splits, model_spec
 
@@ -90,19 +91,17 @@ def calibration_row(
     name: str, reference: np.ndarray, selection: np.ndarray, test: np.ndarray, labels: np.ndarray
 ) -> dict[str, Any]:
     cal = calibrate_threshold(reference, target_fpr=0.01)
-    flagged = test >= cal.threshold
-    tp = int((flagged & (labels == 1)).sum())
-    fp = int((flagged & (labels == 0)).sum())
-    fn = int((~flagged & (labels == 1)).sum())
+    test_metrics = image_metrics(test, labels, cal.threshold)
+    good = test[labels == 0]
     return {
         "calibrated_on": name,
         "method": cal.method,
         "n": cal.n,
         "threshold": round(cal.threshold, 3),
         "selection_recall": round(float((selection >= cal.threshold).mean()), 3),
-        "test_f1": round(2 * tp / (2 * tp + fp + fn), 3),
-        "test_recall": round(tp / max(tp + fn, 1), 3),
-        "test_good_flagged": f"{fp}/{int((labels == 0).sum())}",
+        "test_f1": round(test_metrics.f1, 3),
+        "test_recall": round(test_metrics.recall, 3),
+        "test_good_flagged": f"{int((good >= cal.threshold).sum())}/{good.size}",
     }
 
 
