@@ -15,7 +15,7 @@ Settings are chosen without the test set (issue 7's protocol): on screw, the *se
 ranks the defects of three types (the first three alphabetically, fixed before any run:
 ``SELECTION_TYPES``) against the held-out good training images (``val_scores.csv``); the test's
 good parts and the other two types (the *confirmation* AUROC) are only reported. ``vs_val_good``
-is the control free of screw's lighting shift: all test defects against the held-out good images.
+is the control free of screw's lighting shift (``metrics.json``'s ``image.auroc_vs_val_good``).
 """
 
 from __future__ import annotations
@@ -125,10 +125,11 @@ def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def protocol_aurocs(scores_csv: Path, val_csv: Path, scorer: str) -> dict[str, float | None]:
-    """Selection AUROC (SELECTION_TYPES vs held-out good), confirmation AUROC (the other defect
-    types vs the test's good parts) and the control (all defects vs held-out good)."""
-    test = _read_rows(scores_csv)
+def protocol_aurocs(
+    test: list[dict[str, str]], val_csv: Path, scorer: str
+) -> dict[str, float | None]:
+    """Selection AUROC (SELECTION_TYPES vs held-out good) and confirmation AUROC (the other
+    defect types vs the test's good parts), from ``scores.csv`` rows and ``val_scores.csv``."""
     held_out = [float(r[scorer]) for r in _read_rows(val_csv)] if val_csv.is_file() else []
     defects = [r for r in test if r["label"] == "1"]
     chosen = [float(r[scorer]) for r in defects if r["defect_type"] in SELECTION_TYPES]
@@ -137,7 +138,6 @@ def protocol_aurocs(scores_csv: Path, val_csv: Path, scorer: str) -> dict[str, f
     return {
         "selection_auroc": _auroc(held_out, chosen),
         "confirmation_auroc": _auroc(good, others),
-        "vs_val_good": _auroc(held_out, chosen + others),
     }
 
 
@@ -157,9 +157,8 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
     primary = metrics["primary"]
     entry = metrics["scorers"][primary]
     images = [c["image"] for c in entry["categories"].values()]
-    scores_csv = eval_dir / "scores.csv"
-    false_alarms = _false_alarm_rate(scores_csv)
-    protocol = protocol_aurocs(scores_csv, eval_dir / "val_scores.csv", primary)
+    test = _read_rows(eval_dir / "scores.csv")
+    controls = [i["auroc_vs_val_good"] for i in images]
     return {
         "config": name,
         "primary": primary,
@@ -171,8 +170,9 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
         "precision": sum(i["precision"] for i in images) / len(images),
         "recall": sum(i["recall"] for i in images) / len(images),
         "trivial_f1": sum(i["trivial_f1"] for i in images) / len(images),
-        "test_good_false_alarm_rate": false_alarms,
-        **protocol,
+        "test_good_false_alarm_rate": _false_alarm_rate(test),
+        "vs_val_good": None if None in controls else sum(controls) / len(controls),
+        **protocol_aurocs(test, eval_dir / "val_scores.csv", primary),
         "train_minutes": round(train_s / 60, 2),
         "ms_per_image": metrics["timing"]["ms_per_image"],
         "per_category": {c: v["image"]["auroc"] for c, v in entry["categories"].items()},
@@ -180,8 +180,8 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
     }
 
 
-def _false_alarm_rate(scores_csv: Path) -> float:
-    good = [r for r in _read_rows(scores_csv) if r["label"] == "0"]
+def _false_alarm_rate(test: list[dict[str, str]]) -> float:
+    good = [r for r in test if r["label"] == "0"]
     return sum(r["prediction"] == "1" for r in good) / max(len(good), 1)
 
 
