@@ -48,6 +48,7 @@ Presets (:data:`PRESETS`):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -556,33 +557,36 @@ def _color_jitter(x: Tensor, params: AugmentParams, config: AugmentConfig) -> Te
         if (blend_op >= 0).any():
             factor = params.factors.gather(1, op[:, None]).squeeze(1)
             color.blend(x, blend_op, factor)
-        hue = (use & (op == 3)).nonzero().squeeze(1)
-        if len(hue):
-            idx = hue.to(x.device)
-            shift = params.factors[hue, 3]
-            x.index_copy_(0, idx, color.shift_hue(x.index_select(0, idx), shift))
+        _on_selected(
+            x, use & (op == 3), lambda part, rows: color.shift_hue(part, params.factors[rows, 3])
+        )
+    return x
+
+
+def _on_selected(x: Tensor, mask: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Replaces, in place, the samples selected by ``mask`` (B, CPU) with ``op(samples, rows)``,
+    ``rows`` their indices on the CPU; the other samples are not touched (nor copied)."""
+    rows = mask.nonzero().squeeze(1)
+    if len(rows):
+        idx = rows.to(x.device)
+        x.index_copy_(0, idx, op(x.index_select(0, idx), rows))
     return x
 
 
 def _random_grayscale(x: Tensor, mask: Tensor) -> Tensor:
     """Replaces, in place, the samples selected by ``mask`` (B, CPU) with their gray image."""
-    chosen = mask.nonzero().squeeze(1)
-    if len(chosen):
-        idx = chosen.to(x.device)
-        x.index_copy_(0, idx, color.grayscale(x.index_select(0, idx)).expand(-1, 3, -1, -1))
-    return x
+    return _on_selected(x, mask, lambda part, _: color.grayscale(part).expand(-1, 3, -1, -1))
 
 
 def _random_blur(x: Tensor, mask: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     """Blurs the samples selected by ``mask`` (B, CPU) with their ``sigma`` (B, CPU)."""
-    chosen = mask.nonzero().squeeze(1)
-    if len(chosen):
-        idx = chosen.to(x.device)
-        blurred = _gaussian_blur(
-            x.index_select(0, idx), sigma[chosen].to(x.device, torch.float32), kernel_size
-        )
-        x.index_copy_(0, idx, blurred)
-    return x
+    return _on_selected(
+        x,
+        mask,
+        lambda part, rows: _gaussian_blur(
+            part, sigma[rows].to(x.device, torch.float32), kernel_size
+        ),
+    )
 
 
 def _gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
@@ -619,14 +623,13 @@ def _taps(x: Tensor, kernel: Tensor, *, dim: int, length: int) -> Tensor:
 
 def _random_erase(x: Tensor, mask: Tensor, box: Tensor) -> Tensor:
     """Sets the box (top, left, height, width; B×4, CPU) of samples in ``mask`` (B, CPU) to 0."""
-    chosen = mask.nonzero().squeeze(1)
-    if not len(chosen):
-        return x
-    idx = chosen.to(x.device)
     height, width = x.shape[-2:]
-    top, left, h, w = box[chosen].to(x.device).view(-1, 4, 1, 1).unbind(1)
-    rows = torch.arange(height, device=x.device).view(1, height, 1)
-    cols = torch.arange(width, device=x.device).view(1, 1, width)
-    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)  # n×H×W
-    x.index_copy_(0, idx, x.index_select(0, idx).masked_fill_(inside.unsqueeze(1), 0.0))
-    return x
+
+    def erase(part: Tensor, rows: Tensor) -> Tensor:
+        top, left, h, w = box[rows].to(x.device).view(-1, 4, 1, 1).unbind(1)
+        ys = torch.arange(height, device=x.device).view(1, height, 1)
+        xs = torch.arange(width, device=x.device).view(1, 1, width)
+        inside = (ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w)  # n×H×W
+        return part.masked_fill_(inside.unsqueeze(1), 0.0)
+
+    return _on_selected(x, mask, erase)
