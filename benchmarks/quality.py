@@ -85,6 +85,14 @@ def screw_suite() -> list[tuple[str, dict[str, Any]]]:
             "tf_efficientnet_lite0 ImageNet, 320 px, no training",
             {**base, **TF_EFF, "image_size": 320},
         ),
+        (
+            "efficientnet_lite0 ImageNet, 512 px, max rule, no training",
+            {**base, **EFF, "image_size": 512, "score_rule": "max"},
+        ),
+        (
+            "tf_efficientnet_lite0 ImageNet, 512 px, max rule, no training",
+            {**base, **TF_EFF, "image_size": 512, "score_rule": "max"},
+        ),
         ("resnet18 random init, 256 px, no training", {**base, "weights": "none"}),
         (
             "write-up config (seed aug, mahalanobis z, pooled), efficientnet_lite0, 2 epochs",
@@ -106,6 +114,8 @@ def screw_ablation_suite() -> list[tuple[str, dict[str, Any]]]:
         ("patch k 3", {**base, "patch_k": 3}),
         ("map sigma 8", {**base, "map_sigma": 8.0}),
         ("score rule max", {**base, "score_rule": "max"}),
+        ("image size 512 (the images' own size)", {**base, "image_size": 512}),
+        ("image size 512 and score rule max", {**base, "image_size": 512, "score_rule": "max"}),
     ]
 
 
@@ -125,18 +135,24 @@ def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def protocol_aurocs(
-    test: list[dict[str, str]], val_csv: Path, scorer: str
+def protocol_metrics(
+    test: list[dict[str, str]], val_csv: Path, scorer: str, threshold: float | None
 ) -> dict[str, float | None]:
-    """Selection AUROC (SELECTION_TYPES vs held-out good) and confirmation AUROC (the other
-    defect types vs the test's good parts), from ``scores.csv`` rows and ``val_scores.csv``."""
+    """Selection AUROC (SELECTION_TYPES vs held-out good), selection recall (the share of those
+    defects above the calibrated ``threshold``, what F1 @cal turns on) and confirmation AUROC
+    (the other defect types vs the test's good parts), from ``scores.csv`` rows and
+    ``val_scores.csv``."""
     held_out = [float(r[scorer]) for r in _read_rows(val_csv)] if val_csv.is_file() else []
     defects = [r for r in test if r["label"] == "1"]
     chosen = [float(r[scorer]) for r in defects if r["defect_type"] in SELECTION_TYPES]
     others = [float(r[scorer]) for r in defects if r["defect_type"] not in SELECTION_TYPES]
     good = [float(r[scorer]) for r in test if r["label"] == "0"]
+    recall = None
+    if chosen and threshold is not None:
+        recall = sum(s >= threshold for s in chosen) / len(chosen)
     return {
         "selection_auroc": _auroc(held_out, chosen),
+        "selection_recall": recall,
         "confirmation_auroc": _auroc(good, others),
     }
 
@@ -172,7 +188,12 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
         "trivial_f1": sum(i["trivial_f1"] for i in images) / len(images),
         "test_good_false_alarm_rate": _false_alarm_rate(test),
         "vs_val_good": None if None in controls else sum(controls) / len(controls),
-        **protocol_aurocs(test, eval_dir / "val_scores.csv", primary),
+        **protocol_metrics(
+            test,
+            eval_dir / "val_scores.csv",
+            primary,
+            images[0]["threshold"] if len(images) == 1 else None,
+        ),
         "train_minutes": round(train_s / 60, 2),
         "ms_per_image": metrics["timing"]["ms_per_image"],
         "per_category": {c: v["image"]["auroc"] for c, v in entry["categories"].items()},
@@ -220,6 +241,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "auroc_ci95",
         "vs_val_good",
         "selection_auroc",
+        "selection_recall",
         "confirmation_auroc",
         "pixel_auroc",
         "aupro",
@@ -252,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "mvtec_ad")
     parser.add_argument("--out", type=Path, default=Path("/tmp/simclr-ad-quality"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--rows", help="run only these rows of the suite: comma-separated 1-based numbers"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +291,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no MVTec screw data under {data}", file=sys.stderr)
             return 2
         configs = SUITES[args.suite]()
+    if args.rows:
+        try:
+            picked = [int(r) for r in args.rows.split(",")]
+        except ValueError:
+            picked = []
+        if not picked or not all(1 <= r <= len(configs) for r in picked):
+            print(
+                f"error: --rows {args.rows!r}: expected numbers in 1..{len(configs)}",
+                file=sys.stderr,
+            )
+            return 2
+        configs = [configs[r - 1] for r in picked]
     if not EFFICIENTNET.is_file():
         print(f"error: {EFFICIENTNET} is missing (the offline ImageNet weights)", file=sys.stderr)
         return 2
