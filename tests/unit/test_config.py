@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from simclr_ad.config import TrainConfig, build_config, dump_yaml, load_yaml
@@ -70,3 +72,17 @@ def test_config_file_errors(tmp_path) -> None:
     scalar.write_text("3\n")
     with pytest.raises(UserError, match="mapping"):
         load_yaml(scalar)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_config_files_are_valid_and_taken_as_written(path: Path) -> None:
+    values = load_yaml(path)
+    taken = build_config(values).to_dict()
+    assert values and {k: taken[k] for k in values} == values
+
+
+def test_default_yaml_lists_every_key_at_its_default() -> None:
+    assert load_yaml(CONFIGS / "default.yaml") == TrainConfig().to_dict()
