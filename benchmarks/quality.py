@@ -5,6 +5,7 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw [--data ../shared/data/mvtec_ad]
     .venv/bin/python benchmarks/quality.py --suite screw-ablation   # one knob per row
     .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
+    .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
 project's own ``train`` and ``evaluate`` pipeline; thresholds are calibrated on held-out good
