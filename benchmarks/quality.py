@@ -140,7 +140,7 @@ def protocol_metrics(
     test: list[dict[str, str]], val_csv: Path, scorer: str, threshold: float | None
 ) -> dict[str, float | None]:
     """Selection AUROC (SELECTION_TYPES vs held-out good), selection recall (the share of those
-    defects above the calibrated ``threshold``, what F1 @cal turns on) and confirmation AUROC
+    defects at or above the calibrated ``threshold``, what F1 @cal turns on) and confirmation AUROC
     (the other defect types vs the test's good parts), from ``scores.csv`` rows and
     ``val_scores.csv``."""
     held_out = [float(r[scorer]) for r in _read_rows(val_csv)] if val_csv.is_file() else []
