@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     val_scores = detector.detect(held_out, CATEGORY, device=device, maps=False).scores["patch"]
     test_scores = detector.detect(test.pixels, CATEGORY, device=device, maps=False).scores["patch"]
     oof, peaks = out_of_fold(model, fitting, settings, args.folds, device)
-    detector_threshold = calibrate_threshold(val_scores.numpy(), settings.target_fpr).threshold
 
     labels = np.array([s.label for s in test.samples])
     types = np.array([s.defect_type for s in test.samples])
@@ -164,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "out_of_fold_good": tail(oof, 10),
         "test_good": tail(test_np[labels == 0]),
         "out_of_fold_above_held_out_max": int((oof > val_np.max()).sum()),
-        "out_of_fold_flagged_by_pipeline_threshold": int((oof >= detector_threshold).sum()),
+        "out_of_fold_flagged_by_pipeline_threshold": int(
+            (oof >= detector.threshold(CATEGORY, "patch")).sum()
+        ),
         "top10_out_of_fold": [
             {"file": split.train[i].path.name, "score": round(float(oof[i]), 2), "border": b}
             for i, b in zip(top.tolist(), on_border, strict=True)
