@@ -5,6 +5,7 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw [--data ../shared/data/mvtec_ad]
     .venv/bin/python benchmarks/quality.py --suite screw-ablation   # one knob per row
     .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
+    .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~35 CPU min
     .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
@@ -39,6 +40,7 @@ from simclr_ad.config import build_config
 from simclr_ad.data.synthetic import generate_dataset
 from simclr_ad.demo import DEMO_DATA, DEMO_TRAIN
 from simclr_ad.evaluation import evaluate
+from simclr_ad.metrics import paired_auroc_difference
 from simclr_ad.pipeline import resolve_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +138,29 @@ def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
+    """Random init, no ImageNet anywhere: the chosen self-supervised run against the same
+    untrained encoder, same detector (160 px, stride-4 and -8 stages, max rule)."""
+    base = {
+        "categories": ["screw"],
+        "backbone": "resnet18",
+        "weights": "none",
+        "frozen_stages": 0,
+        "patch_stages": [1, 2],
+        "image_size": 160,
+        "score_rule": "max",
+        "batch_size": 32,
+        "lr": 1e-3,
+    }
+    return [
+        ("resnet18 random init, no training", {**base, "epochs": 0}),
+        (
+            "resnet18 random init, cutpaste 180 epochs (~30 CPU min)",
+            {**base, "objective": "cutpaste", "epochs": 180},
+        ),
+    ]
+
+
 def protocol_metrics(
     test: list[dict[str, str]], val_csv: Path, scorer: str, threshold: float | None
 ) -> dict[str, float | None]:
@@ -195,11 +220,37 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
             primary,
             images[0]["threshold"] if len(images) == 1 else None,
         ),
+        "eval_dir": str(eval_dir),
         "train_minutes": round(train_s / 60, 2),
         "ms_per_image": metrics["timing"]["ms_per_image"],
         "per_category": {c: v["image"]["auroc"] for c, v in entry["categories"].items()},
         "all_scorers_auroc": {s: v["mean"]["image_auroc"] for s, v in metrics["scorers"].items()},
     }
+
+
+def add_differences(rows: list[dict[str, Any]]) -> None:
+    """``delta_vs_first``: each row's test image AUROC minus the first row's, with a paired
+    bootstrap 95% interval over the same test images (each row's own primary scorer). The
+    suites put their baseline first (no training, or the ablation's base)."""
+    if not rows:
+        return
+    first = _primary_scores(rows[0])
+    for row in rows:
+        scores = _primary_scores(row)
+        if row is rows[0] or len(rows[0]["per_category"]) != 1 or scores.keys() != first.keys():
+            row["delta_vs_first"], row["delta_ci95"] = None, None
+            continue
+        paths = sorted(first)
+        labels = [first[p][1] for p in paths]
+        delta, ci = paired_auroc_difference(
+            [scores[p][0] for p in paths], [first[p][0] for p in paths], labels
+        )
+        row["delta_vs_first"], row["delta_ci95"] = delta, list(ci)
+
+
+def _primary_scores(row: dict[str, Any]) -> dict[str, tuple[float, int]]:
+    test = _read_rows(Path(row["eval_dir"]) / "scores.csv")
+    return {r["path"]: (float(r[row["primary"]]), int(r["label"])) for r in test}
 
 
 def _false_alarm_rate(test: list[dict[str, str]]) -> float:
@@ -240,6 +291,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "config",
         "image_auroc",
         "auroc_ci95",
+        "delta_vs_first",
+        "delta_ci95",
         "vs_val_good",
         "selection_auroc",
         "selection_recall",
@@ -264,6 +317,7 @@ SUITES = {
     "screw": screw_suite,
     "screw-ablation": screw_ablation_suite,
     "screw-ssl": screw_ssl_suite,
+    "screw-scratch": screw_scratch_suite,
 }
 
 
@@ -308,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {EFFICIENTNET} is missing (the offline ImageNet weights)", file=sys.stderr)
         return 2
     rows = [run_config(name, values, data, args.out, args.device) for name, values in configs]
+    add_differences(rows)
     report = {
         "suite": args.suite,
         "command": " ".join(

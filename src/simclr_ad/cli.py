@@ -50,7 +50,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument(
-        "--no-amp", dest="amp", action="store_const", const=False, help="disable AMP on CUDA"
+        "--no-amp",
+        dest="amp",
+        action="store_const",
+        const=False,
+        help="train in float32 (default: bf16/fp16 autocast on CUDA and on CPUs with native bf16)",
     )
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
     d = p.add_argument_group("detector (fitted after training, calibrated on held-out good images)")
@@ -65,6 +69,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--photometric", help="brightness correction: none | gain | standardize")
     d.add_argument("--patch-stages", help="backbone stages of the patch features, e.g. 1,2")
     d.add_argument("--patch-k", type=int, help="bank neighbours averaged per patch (1)")
+    d.add_argument(
+        "--bank-rotations",
+        type=int,
+        help="1 | 2 | 4: the patch bank also sees the training images turned by 180° (2) or by "
+        "90, 180 and 270° (4); for parts that lie at any angle (1)",
+    )
     d.add_argument("--map-sigma", type=float, help="Gaussian smoothing of the maps, pixels (4)")
     d.add_argument("--score-rule", help="max | topk_mean (image score from the anomaly map)")
     d.add_argument("--topk-fraction", type=float, help="share of pixels topk_mean averages (0.01)")

@@ -26,6 +26,7 @@ GLOBAL_SCORER_KINDS = (
 )  # the registry in scoring/ (checked by a test)
 SCORER_NAMES = ("patch", *(f"{k}_{f}" for k in GLOBAL_SCORER_KINDS for f in ("h", "z")))
 SCORE_RULES = ("max", "topk_mean")
+BANK_ROTATIONS = (1, 2, 4)  # quarter turns that keep a square image exact
 COVARIANCES = ("ledoit_wolf", "pinv")
 PHOTOMETRIC_MODES = ("none", "gain", "standardize")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -64,7 +65,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     checkpoint_every: int = 10
-    amp: bool = True  # only takes effect on CUDA
+    amp: bool = True  # CUDA, and CPUs with native bf16 (AVX512-BF16/AMX)
     compile: bool = False
     # detector: fitted on train good images after training, calibrated on the validation split
     scorers: tuple[str, ...] = SCORER_NAMES
@@ -76,6 +77,7 @@ class TrainConfig:
     patch_stages: tuple[int, ...] = ()  # feature_info indices; empty: the stride-8 and -16 stages
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
+    bank_rotations: int = 1  # 1, 2 or 4: the patch bank also sees the images turned by 180 / 90°
     patch_k: int = 1  # patch score: mean distance to the k nearest bank patches
     map_sigma: float = 4.0
     score_rule: str = "topk_mean"  # mean of the top 1% of the map; "max" is PatchCore's
@@ -143,6 +145,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("patch_stages", all(s >= 0 for s in cfg.patch_stages), "backbone stage indices >= 0"),
         ("coreset_ratio", 0.0 < cfg.coreset_ratio <= 1.0, "a number in (0, 1]"),
         ("max_patch_candidates", cfg.max_patch_candidates >= 1, "an integer >= 1"),
+        ("bank_rotations", cfg.bank_rotations in BANK_ROTATIONS, "1, 2 or 4"),
         ("patch_k", cfg.patch_k >= 1, "an integer >= 1"),
         ("map_sigma", cfg.map_sigma >= 0, "a number >= 0"),
         ("topk_fraction", 0.0 < cfg.topk_fraction <= 1.0, "a number in (0, 1]"),

@@ -42,6 +42,7 @@ class DetectorSettings:
     patch_stages: tuple[int, ...] = ()
     coreset_ratio: float = 0.1
     max_patch_candidates: int = 100_000
+    bank_rotations: int = 1
     patch_k: int = 1
     map_sigma: float = 4.0
     score_rule: str = "topk_mean"
@@ -178,27 +179,39 @@ def _new_global(name: str, settings: DetectorSettings) -> GlobalScorer:
 def _fit_group(
     embedder: Embedder, pixels: Tensor, settings: DetectorSettings, device: torch.device
 ) -> ScorerSet:
-    """Fit every scorer on the good training images of one group, with bounded patch memory."""
+    """Fit every scorer on the good training images of one group, with bounded patch memory.
+
+    With ``bank_rotations`` 2 or 4 the patch candidates also come from the images turned by
+    180° (or by 90, 180 and 270°; exact, square images), within the same candidate budget: for
+    parts that lie at any angle, a bank that has seen every orientation of their structure. The
+    global scorers see the images as they are.
+    """
     n = pixels.shape[0]
     h, z, patches = [], [], []
     per_image = None
     generator = torch.Generator().manual_seed(settings.seed)
     photometric = Photometric.fit(settings.photometric, pixels)
-    batches = iter_embeddings(
-        embedder, pixels, device=device, batch_size=settings.batch_size, photometric=photometric
-    )
-    for emb in batches:
-        h.append(emb.h)
-        z.append(emb.z)
-        if "patch" in settings.scorers and emb.patches is not None:
-            flat = flatten_patches(emb.patches)  # (b·h·w)×P
-            if per_image is None:
-                grid = emb.patches.shape[-2] * emb.patches.shape[-1]
-                per_image = min(grid, math.ceil(settings.max_patch_candidates / n))
-            count = per_image * emb.patches.shape[0]
-            if count < flat.shape[0]:  # bounded memory for thousands of images
-                flat = flat[torch.randperm(flat.shape[0], generator=generator)[:count]]
-            patches.append(flat)
+    wants_patches = "patch" in settings.scorers
+    step = 4 // settings.bank_rotations
+    turns = range(0, 4, step) if wants_patches else range(1)  # quarter turns
+    for turn in turns:
+        view = torch.rot90(pixels, turn, dims=(2, 3)) if turn else pixels
+        for emb in iter_embeddings(
+            embedder, view, device=device, batch_size=settings.batch_size, photometric=photometric
+        ):
+            if turn == 0:
+                h.append(emb.h)
+                z.append(emb.z)
+            if wants_patches and emb.patches is not None:
+                flat = flatten_patches(emb.patches)  # (b·h·w)×P
+                if per_image is None:
+                    grid = emb.patches.shape[-2] * emb.patches.shape[-1]
+                    budget = math.ceil(settings.max_patch_candidates / (n * len(turns)))
+                    per_image = min(grid, budget)
+                count = per_image * emb.patches.shape[0]
+                if count < flat.shape[0]:  # bounded memory for thousands of images
+                    flat = flat[torch.randperm(flat.shape[0], generator=generator)[:count]]
+                patches.append(flat)
     features = {"h": torch.cat(h), "z": torch.cat(z)}
     global_scorers = {
         name: _new_global(name, settings).fit(features[_split_name(name)[1]])

@@ -155,6 +155,7 @@ def detector_settings(config: TrainConfig) -> DetectorSettings:
         patch_stages=config.patch_stages,
         coreset_ratio=config.coreset_ratio,
         max_patch_candidates=config.max_patch_candidates,
+        bank_rotations=config.bank_rotations,
         patch_k=config.patch_k,
         map_sigma=config.map_sigma,
         score_rule=config.score_rule,

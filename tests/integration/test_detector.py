@@ -9,6 +9,8 @@ import torch
 
 import simclr_ad.data.store as store
 from simclr_ad.cli import main
+from simclr_ad.detector import DetectorSettings, fit_detector
+from simclr_ad.models.simclr import ModelSpec, build_model
 from simclr_ad.pipeline import load_detector
 from tests.conftest import TINY_TRAIN
 
@@ -200,3 +202,35 @@ def test_pooled_fits_one_scorer_set_for_all_categories(tiny_data: Path, tmp_path
     assert meta["category_group"] == {"bolt": "__pooled__", "fabric": "__pooled__"}
     assert list(meta["groups"]) == ["__pooled__"]
     assert meta["thresholds"]["bolt"] == meta["thresholds"]["fabric"]
+
+
+@pytest.mark.parametrize("rotations", [1, 2, 4])
+def test_bank_rotations_cover_turned_parts(rotations: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18"), "none").eval()
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)  # no symmetry
+    settings = DetectorSettings(
+        image_size=64,
+        scorers=("patch",),
+        patch_stages=(1, 2),
+        coreset_ratio=1.0,  # every candidate patch stays in the bank
+        max_patch_candidates=10**6,
+        bank_rotations=rotations,
+        map_sigma=0.0,
+        score_rule="max",
+        photometric="none",
+    )
+    cpu = torch.device("cpu")
+    detector = fit_detector(model, {"part": images}, {"part": images}, settings, device=cpu)
+
+    def score(turns: int) -> float:
+        turned = torch.rot90(images[:1], turns, dims=(2, 3))
+        return float(detector.detect(turned, "part", device=cpu).scores["patch"][0])
+
+    upright = score(0)  # a training image: every patch is in the bank
+    seen = {1: {0}, 2: {0, 2}, 4: {0, 1, 2, 3}}[rotations]
+    unseen_floor = min(score(t) for t in range(4) if t not in seen) if rotations < 4 else None
+    for turns in seen:
+        assert score(turns) <= upright + 1e-3
+    if unseen_floor is not None:
+        assert unseen_floor > 10 * (upright + 1e-3)

@@ -24,6 +24,7 @@ SETTINGS = LoopSettings(
     temperature=0.5,
     seed=0,
     checkpoint_every=1,
+    amp=False,  # the comparison is of float32 gradient maths
 )
 
 

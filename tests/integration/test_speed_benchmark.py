@@ -31,7 +31,9 @@ def test_tiny_run_writes_every_required_key(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert set(results["augment_images_per_s"]) == {"seed_pipeline", "ours", "ratio"}
     for size in ("128", "224"):
-        assert {"seed_loop", "ours", "ratio"} <= set(results["train_images_per_s"][size])
+        assert {"seed_loop", "ours", "ratio", "ours_fp32", "autocast"} <= set(
+            results["train_images_per_s"][size]
+        )
     assert {"batch1", "batch32"} <= set(results["inference_ms_per_image"])
     for bank in ("1k", "10k", "100k"):
         assert set(results["bank_search_ms"][bank]) >= {"exact", "faiss"}

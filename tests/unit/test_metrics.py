@@ -12,6 +12,7 @@ from simclr_ad.metrics import (
     bootstrap_auroc_ci,
     image_metrics,
     max_f1,
+    paired_auroc_difference,
     per_defect_auroc,
     pixel_auroc,
     tpr_at_fpr,
@@ -165,6 +166,32 @@ def test_bootstrap_is_seeded_and_fast() -> None:
     assert time.perf_counter() - start < 1.0
     assert bootstrap_auroc_ci(scores, labels, n_boot=1000, seed=7) == first
     assert bootstrap_auroc_ci(scores, labels, n_boot=1000, seed=8) != first
+
+
+def test_paired_difference_matches_aurocs_and_cancels_shared_noise() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(40), np.ones(80)]
+    b = labels + rng.normal(0, 1.0, labels.size)  # AUROC ~0.76
+    a = b + 0.6 * labels + rng.normal(0, 0.05, labels.size)  # the same parts, defects pushed up
+    delta, (low, high) = paired_auroc_difference(a, b, labels, n_boot=1000, seed=0)
+    assert delta == pytest.approx(roc_auc_score(labels, a) - roc_auc_score(labels, b))
+    assert 0 < low <= delta <= high
+    # pairing: the difference's interval is narrower than either AUROC's own interval
+    b_low, b_high = bootstrap_auroc_ci(b, labels, n_boot=1000, seed=0)
+    assert high - low < (b_high - b_low) / 2
+
+
+def test_paired_difference_of_a_detector_with_itself_is_zero() -> None:
+    scores, labels = random_scores(100, seed=6)
+    assert paired_auroc_difference(scores, scores, labels, n_boot=200) == (0.0, (0.0, 0.0))
+
+
+def test_paired_difference_needs_the_same_images() -> None:
+    scores, labels = random_scores(100, seed=6)
+    with pytest.raises(ValueError, match="same images"):
+        paired_auroc_difference(scores, scores[:-1], labels)
+    with pytest.raises(ValueError, match="both good and defective"):
+        paired_auroc_difference(scores, scores, np.ones_like(labels))
 
 
 def test_bootstrap_needs_both_classes() -> None:
