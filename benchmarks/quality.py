@@ -142,7 +142,8 @@ def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
 
 def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
     """Random init, no ImageNet anywhere: the chosen self-supervised run against the same
-    untrained encoder, same detector (160 px, stride-4 and -8 stages, max rule)."""
+    untrained encoder, same detector (160 px, stride-4 and -8 stages, max rule); the last row
+    spends the same half hour at 256 px."""
     base = {
         "categories": ["screw"],
         "backbone": "resnet18",
@@ -159,6 +160,10 @@ def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
         (
             "resnet18 random init, cutpaste 180 epochs (~30 CPU min)",
             {**base, "objective": "cutpaste", "epochs": 180},
+        ),
+        (
+            "resnet18 random init, 256 px, cutpaste 70 epochs (~30 CPU min)",
+            {**base, "image_size": 256, "objective": "cutpaste", "epochs": 70},
         ),
     ]
 
