@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw [--data ../shared/data/mvtec_ad]
     .venv/bin/python benchmarks/quality.py --suite screw-ablation   # one knob per row
     .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
-    .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~35 CPU min
+    .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~65 CPU min
     .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
