@@ -9,6 +9,7 @@ anything array-like (lists, numpy arrays, CPU tensors). A metric that needs both
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -196,18 +197,10 @@ def bootstrap_auroc_ci(
         level: coverage of the interval, in (0, 1).
     """
     s, y = _scores_and_labels(scores, labels)
-    positives, negatives = s[y == 1], s[y == 0]
-    if positives.size == 0 or negatives.size == 0:
+    if not (y == 1).any() or not (y == 0).any():
         raise ValueError("the AUROC interval needs both good and defective scores")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CHUNK_VALUES // s.size)
-    sizes = [min(chunk, n_boot - start) for start in range(0, n_boot, chunk)]
-    aurocs = np.concatenate([_resampled_aurocs(positives, negatives, n, rng) for n in sizes])
-    tail = (1 - level) / 2
-    low, high = np.quantile(aurocs, [tail, 1 - tail])
-    return ConfidenceInterval(float(low), float(high))
+    aurocs = [_rank_aurocs(s[pos], s[neg]) for pos, neg in _resamples(y, n_boot, seed, level)]
+    return _percentile_interval(np.concatenate(aurocs), level)
 
 
 def paired_auroc_difference(
@@ -240,35 +233,36 @@ def paired_auroc_difference(
     b, _ = _scores_and_labels(scores_b, labels)
     if not (y == 1).any() or not (y == 0).any():
         raise ValueError("the AUROC difference needs both good and defective scores")
+    deltas = [
+        _rank_aurocs(a[pos], a[neg]) - _rank_aurocs(b[pos], b[neg])
+        for pos, neg in _resamples(y, n_boot, seed, level)
+    ]
+    difference = float(roc_auc_score(y, a) - roc_auc_score(y, b))
+    return difference, _percentile_interval(np.concatenate(deltas), level)
+
+
+def _resamples(
+    labels: NDArray[np.int8], n_boot: int, seed: int, level: float
+) -> Iterator[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """Stratified bootstrap resamples as index arrays (n×P defective, n×Q good), in chunks of
+    bounded memory; every resample keeps both class sizes."""
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
-    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CHUNK_VALUES // y.size)
-    deltas = []
+    chunk = max(1, _BOOTSTRAP_CHUNK_VALUES // labels.size)
     for start in range(0, n_boot, chunk):
         n = min(chunk, n_boot - start)
-        pos = positives[rng.integers(0, positives.size, size=(n, positives.size))]
-        neg = negatives[rng.integers(0, negatives.size, size=(n, negatives.size))]
-        deltas.append(_rank_aurocs(a[pos], a[neg]) - _rank_aurocs(b[pos], b[neg]))
+        yield (
+            positives[rng.integers(0, positives.size, size=(n, positives.size))],
+            negatives[rng.integers(0, negatives.size, size=(n, negatives.size))],
+        )
+
+
+def _percentile_interval(values: NDArray[np.float64], level: float) -> ConfidenceInterval:
     tail = (1 - level) / 2
-    low, high = np.quantile(np.concatenate(deltas), [tail, 1 - tail])
-    difference = float(roc_auc_score(y, a) - roc_auc_score(y, b))
-    return difference, ConfidenceInterval(float(low), float(high))
-
-
-def _resampled_aurocs(
-    positives: NDArray[np.float64],
-    negatives: NDArray[np.float64],
-    n_boot: int,
-    rng: np.random.Generator,
-) -> NDArray[np.float64]:
-    """AUROC (n_boot,) of resamples, by the Mann-Whitney rank sum (ties get average ranks)."""
-    P, Q = positives.size, negatives.size
-    return _rank_aurocs(
-        positives[rng.integers(0, P, size=(n_boot, P))],  # n_boot×P
-        negatives[rng.integers(0, Q, size=(n_boot, Q))],  # n_boot×Q
-    )
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return ConfidenceInterval(float(low), float(high))
 
 
 def _rank_aurocs(
