@@ -35,6 +35,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="timm model name (default resnet18)")
     p.add_argument("--weights", help="imagenet | none | PATH (.safetensors or state dict)")
     p.add_argument("--augment", help="seed (the write-up's) | default (defect-preserving)")
+    p.add_argument(
+        "--train-crop",
+        type=int,
+        help="train on crops of this many pixels at --image-size's resolution instead of on "
+        "whole images (0, the default); the detector still sees whole images",
+    )
     p.add_argument("--lr", type=float)
     p.add_argument("--temperature", type=float)
     p.add_argument("--objective", help="simclr (default) | msc (mean-shifted) | cutpaste")

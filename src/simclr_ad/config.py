@@ -56,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     temperature: float = 0.07
     augment: str = "default"
+    train_crop: int = 0  # 0: train on whole images; N: on N-px crops at image_size's resolution
     # self-supervised objective (see objectives.py): simclr | msc | cutpaste
     objective: str = "simclr"
     frozen_stages: int = -1  # frozen backbone stages; -1: none for simclr, else before stride 16
@@ -121,6 +122,11 @@ def _validate(cfg: TrainConfig) -> None:
         ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
         ("temperature", cfg.temperature > 0, "a number > 0"),
         ("augment", cfg.augment in AUGMENT_PRESETS, f"one of {', '.join(AUGMENT_PRESETS)}"),
+        (
+            "train_crop",
+            cfg.train_crop == 0 or 32 <= cfg.train_crop <= cfg.image_size,
+            f"0 (whole images) or an integer in [32, image_size={cfg.image_size}]",
+        ),
         ("objective", cfg.objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
         ("frozen_stages", cfg.frozen_stages >= -1, "an integer >= 0, or -1 (the objective's)"),
         ("msc_temperature", cfg.msc_temperature > 0, "a number > 0"),

@@ -351,10 +351,11 @@ def _simclr_epochs(
     checkpoint: dict[str, Any] | None,
     out: Path,
 ) -> list[dict[str, float]]:
-    """SimCLR training on the train split (decoded once at ``image_size + 32``)."""
+    """Self-supervised training on the train split (decoded once at ``image_size + 32``; the
+    views are whole images at ``image_size``, or ``train_crop``-pixel crops at that resolution)."""
     train_samples = [s for split in splits for s in split.train]
     val_samples = [s for split in splits for s in split.val]
-    augment = create_augment(config.augment, config.image_size)
+    augment = create_augment(config.augment, config.image_size, crop=config.train_crop)
     # val is decoded too so that unreadable files are counted over the whole category
     decoded = decode_images(
         [*train_samples, *val_samples], augment.input_size, cache_dir=out

@@ -218,3 +218,27 @@ def test_objectives_train_and_resume_refuses_another(
     argv = ["train", "--resume", str(checkpoint), "--out", str(tmp_path / "r"), "--epochs", "2"]
     assert main([*argv, "--objective", other]) == 2
     assert "cannot change objective when resuming" in capsys.readouterr().err
+
+
+def test_train_crop_trains_on_crops_and_fits_on_whole_images(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simclr_ad.pipeline as pipeline
+
+    made = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(pipeline_create(*args, **kwargs))
+        return made[-1]
+
+    pipeline_create = pipeline.create_augment
+    monkeypatch.setattr(pipeline, "create_augment", spy)
+    run = tmp_path / "run"
+    extra = ("--epochs", "1", "--objective", "cutpaste", "--image-size", "48", "--train-crop", "32")
+    assert _train(tiny_data, run, *extra) == 0
+    assert [(a.image_size, a.input_size) for a in made] == [(32, 48 + 32)]
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["training"]["config"]["train_crop"] == 32
+    assert meta["training"]["config"]["image_size"] == 48  # the detector's size
+    assert float(_log(run)[0]["loss"]) > 0
+    assert _train(tiny_data, tmp_path / "bad", "--train-crop", "64") == 2

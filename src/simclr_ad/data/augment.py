@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -354,15 +354,18 @@ class BatchAugment:
     Attributes:
         config: The augmentation parameters.
         image_size: Side S of the output views.
-        input_size: Side the caller resizes images to before augmenting (``S + 32``).
+        input_size: Side the caller resizes images to before augmenting (``S + 32`` unless
+            given; larger for crops at the detector's resolution, see :func:`create_augment`).
     """
 
-    def __init__(self, config: AugmentConfig, image_size: int) -> None:
+    def __init__(
+        self, config: AugmentConfig, image_size: int, *, input_size: int | None = None
+    ) -> None:
         if image_size < 1:
             raise UserError(f"augmentation: image_size must be positive, got {image_size}")
         self.config = config
         self.image_size = image_size
-        self.input_size = image_size + INPUT_MARGIN
+        self.input_size = image_size + INPUT_MARGIN if input_size is None else input_size
 
     def __call__(
         self,
@@ -401,16 +404,33 @@ class BatchAugment:
         return _random_erase(_normalize_float(x), params.erase, params.erase_box)
 
 
-def create_augment(preset: str, image_size: int) -> BatchAugment:
+def create_augment(preset: str, image_size: int, *, crop: int = 0) -> BatchAugment:
     """Builds the augmentation of a named preset (see :data:`PRESETS`).
 
+    Args:
+        preset: A name in :data:`PRESETS`.
+        image_size: The size the images are seen at (views of the whole image are this size).
+        crop: 0 for views of the whole image; else views are ``crop``-pixel crops at the
+            resolution of ``image_size``: images are decoded at ``image_size + 32`` as usual and
+            each crop box covers about ``crop`` of those pixels (area ×0.8-1.25, the preset's
+            aspect ratios, flips and rotation), so training sees the parts' fine structure at the
+            scale the patch features are fitted at, for the cost of ``crop``-pixel images.
+
     Raises:
-        UserError: When the preset is unknown; the message lists the valid names.
+        UserError: When the preset is unknown (the message lists the valid names), or ``crop``
+            is not in [0, image_size].
     """
     if preset not in PRESETS:
         valid = ", ".join(sorted(PRESETS))
         raise UserError(f"unknown augmentation preset {preset!r}; valid presets: {valid}")
-    return BatchAugment(PRESETS[preset], image_size=image_size)
+    if not 0 <= crop <= image_size:
+        raise UserError(f"augmentation: crop must be in [0, {image_size}], got {crop}")
+    if crop == 0:
+        return BatchAugment(PRESETS[preset], image_size=image_size)
+    input_size = image_size + INPUT_MARGIN
+    native = (crop / input_size) ** 2
+    config = replace(PRESETS[preset], crop_scale=(0.8 * native, min(1.0, 1.25 * native)))
+    return BatchAugment(config, image_size=crop, input_size=input_size)
 
 
 def normalize(images: Tensor) -> Tensor:

@@ -1,5 +1,7 @@
 """Batched SimCLR augmentation: contract, randomness, geometry, colour maths, torchvision parity."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -264,6 +266,43 @@ def test_unknown_preset_lists_valid_names() -> None:
 def test_out_of_range_config_is_rejected(override: dict[str, object]) -> None:
     with pytest.raises(UserError):
         AugmentConfig(**override)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_crops_keep_the_resolution_of_image_size(preset: str) -> None:
+    """``crop``: views of ``crop`` pixels cut from the ``image_size + 32`` decode, not resized
+    from the whole image: a 2-pixel stripe pattern keeps its period and its contrast."""
+    image_size, crop = 2 * SIZE, SIZE
+    augment = create_augment(preset, image_size=image_size, crop=crop)
+    assert (augment.input_size, augment.image_size) == (image_size + 32, crop)
+    params = draw_params(
+        augment.config,
+        total=2000,
+        input_hw=(augment.input_size, augment.input_size),
+        size=crop,
+        generator=_generator(0),
+    )
+    _, _, height, width = params.crop.unbind(1)
+    side = (height * width).double().sqrt()
+    assert side.min() >= 0.85 * crop and side.max() <= 1.15 * crop
+    assert abs(side.median().item() - crop) <= 2
+
+    plain = replace(augment.config, rotation_degrees=(0.0, 0.0), jitter_p=0.0, blur_p=0.0)
+    stripes = torch.zeros(4, 3, image_size + 32, image_size + 32, dtype=torch.uint8)
+    stripes[..., ::4, :] = 255
+    stripes[..., 1::4, :] = 255  # bright and dark rows, period 4 px
+    views = BatchAugment(plain, crop, input_size=image_size + 32)(stripes, _generator(1))
+    assert views.shape == (4, 3, crop, crop)
+    rows = _denormalize(views).mean(dim=(1, 3))  # 4 × crop row profiles
+    assert (rows.amax(dim=1) > 0.8).all() and (rows.amin(dim=1) < 0.2).all()
+    rises = ((rows[:, 1:] > 0.5) & (rows[:, :-1] <= 0.5)).sum(dim=1)
+    assert ((rises >= crop // 4 - 2) & (rises <= crop // 4 + 1)).all()  # period ~4 px kept
+
+
+def test_whole_image_views_without_crop_and_out_of_range_crops_rejected() -> None:
+    assert create_augment("default", image_size=SIZE, crop=0).config == PRESETS["default"]
+    with pytest.raises(UserError, match=r"crop must be in \[0, 32\], got 40"):
+        create_augment("default", image_size=SIZE, crop=40)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
