@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw [--data ../shared/data/mvtec_ad]
     .venv/bin/python benchmarks/quality.py --suite screw-ablation   # one knob per row
     .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
-    .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~65 CPU min
+    .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~2 CPU hours
     .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
@@ -142,8 +142,9 @@ def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
 
 def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
     """Random init, no ImageNet anywhere: the chosen self-supervised run against the same
-    untrained encoder, same detector (160 px, stride-4 and -8 stages, max rule); the last row
-    spends the same half hour at 256 px."""
+    untrained encoder, same detector (160 px, stride-4 and -8 stages, max rule); the third row
+    spends the same half hour at 256 px, the fourth on cutpaste with the per-location loss on
+    the patch stages (``cutpaste_dense``)."""
     base = {
         "categories": ["screw"],
         "backbone": "resnet18",
@@ -164,6 +165,10 @@ def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
         (
             "resnet18 random init, 256 px, cutpaste 70 epochs (~30 CPU min)",
             {**base, "image_size": 256, "objective": "cutpaste", "epochs": 70},
+        ),
+        (
+            "resnet18 random init, cutpaste + dense loss 120 epochs (~30 CPU min)",
+            {**base, "objective": "cutpaste", "cutpaste_dense": 1.0, "epochs": 120},
         ),
     ]
 

@@ -51,6 +51,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--msc-temperature", type=float, help="mean-shifted loss temperature (0.25)")
     p.add_argument("--msc-angular", type=float, help="weight of msc's angular-centre term (0)")
+    p.add_argument(
+        "--cutpaste-dense",
+        type=float,
+        help="cutpaste: weight of a per-location loss that learns where the defect was pasted, "
+        "on the detector's patch stages (0: off)",
+    )
     p.add_argument("--val-fraction", type=float, help="share of train/good held out (default 0.1)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int)

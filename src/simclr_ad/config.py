@@ -62,6 +62,7 @@ class TrainConfig:
     frozen_stages: int = -1  # frozen backbone stages; -1: none for simclr, else before stride 16
     msc_temperature: float = 0.25  # the mean-shifted loss's NT-Xent temperature (the paper's)
     msc_angular: float = 0.0  # weight of the mean-shifted loss's angular-centre term (0: off)
+    cutpaste_dense: float = 0.0  # weight of cutpaste's per-location loss on the patch stages
     # run
     device: str = "auto"
     seed: int = 0
@@ -131,6 +132,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("frozen_stages", cfg.frozen_stages >= -1, "an integer >= 0, or -1 (the objective's)"),
         ("msc_temperature", cfg.msc_temperature > 0, "a number > 0"),
         ("msc_angular", cfg.msc_angular >= 0, "a number >= 0"),
+        ("cutpaste_dense", cfg.cutpaste_dense >= 0, "a number >= 0 (0: off)"),
         ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),

@@ -5,6 +5,9 @@
   around the fixed centre of the pretrained features (Reiss & Hoshen, AAAI 2023).
 - ``cutpaste``: one augmented view plus its CutPaste and scar versions, a 3-way classifier on
   the projections ``z`` (Li et al., CVPR 2021); the classifier lives here, not in the saved model.
+  With a dense weight, a per-location head on the patch stages' maps also learns where the defect
+  was pasted (binary cross-entropy against the pasted share of each cell), so the patch features
+  the detector uses are trained directly, not only through the pooled ``h``.
 
 An objective is an ``nn.Module`` so that its state (the msc centre, the cutpaste classifier)
 travels in checkpoints; its parameters are optimised together with the model's.
@@ -12,7 +15,7 @@ travels in checkpoints; its parameters are optimised together with the model's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +29,13 @@ Augment = Callable[..., Tensor]  # (uint8 B×3×H×W, generator, *, total, offse
 
 
 class Objective(nn.Module):
-    """Base: two augmented views of every image; subclasses define the loss."""
+    """Base: two augmented views of every image; subclasses define the loss.
+
+    Attributes:
+        stages: ``feature_info`` indices of the maps :meth:`loss` needs (none by default).
+    """
+
+    stages: tuple[int, ...] = ()
 
     def inputs(
         self, images: Tensor, augment: Augment, generator: torch.Generator, total: int, offset: int
@@ -36,8 +45,9 @@ class Objective(nn.Module):
         view2 = augment(images, generator, total=total, offset=offset)
         return torch.cat([view1, view2])  # 2b×3×S×S, one forward pass for both views
 
-    def loss(self, h: Tensor, z: Tensor) -> Tensor:
-        """The loss of the model's outputs on :meth:`inputs` (``h`` n×C, ``z`` n×D)."""
+    def loss(self, h: Tensor, z: Tensor, maps: Sequence[Tensor] = ()) -> Tensor:
+        """The loss of the model's outputs on :meth:`inputs` (``h`` n×C, ``z`` n×D, the maps of
+        :attr:`stages`)."""
         raise NotImplementedError
 
 
@@ -48,7 +58,7 @@ class SimCLRObjective(Objective):
         super().__init__()
         self.loss_fn = NTXentLoss(temperature)
 
-    def loss(self, h: Tensor, z: Tensor) -> Tensor:
+    def loss(self, h: Tensor, z: Tensor, maps: Sequence[Tensor] = ()) -> Tensor:
         z1, z2 = z.float().chunk(2)
         return self.loss_fn(z1, z2)
 
@@ -60,29 +70,78 @@ class MeanShiftedObjective(Objective):
         super().__init__()
         self.loss_fn = MeanShiftedContrastiveLoss(centre, temperature, angular_weight)
 
-    def loss(self, h: Tensor, z: Tensor) -> Tensor:
+    def loss(self, h: Tensor, z: Tensor, maps: Sequence[Tensor] = ()) -> Tensor:
         h1, h2 = h.float().chunk(2)
         return self.loss_fn(h1, h2)
 
 
 class CutPasteObjective(Objective):
-    """3-way cross-entropy: normal / cutpaste / scar views, classified from the projections."""
+    """3-way cross-entropy: normal / cutpaste / scar views, classified from the projections; with
+    ``dense_weight`` > 0, plus that weight times a per-location segmentation loss on the maps.
 
-    def __init__(self, in_dim: int) -> None:
+    Args:
+        in_dim: width of ``z``.
+        dense_weight: weight of the segmentation loss (0: the plain 3-way task).
+        stages: ``feature_info`` indices of the maps the segmentation head reads (the detector's
+            patch stages); needed when ``dense_weight`` > 0.
+        channels: their summed channel count.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        *,
+        dense_weight: float = 0.0,
+        stages: Sequence[int] = (),
+        channels: int = 0,
+    ) -> None:
         super().__init__()
         self.classifier = nn.Linear(in_dim, 3)
+        self.dense_weight = dense_weight
+        self.segmenter: nn.Module | None = None
+        self.masks: Tensor | None = None  # the last inputs' defect masks, for the dense loss
+        if dense_weight > 0:
+            if not stages or channels < 1:
+                raise ValueError("the dense loss needs the stages and their channel count")
+            self.stages = tuple(stages)
+            self.segmenter = nn.Sequential(
+                nn.Conv2d(channels, 64, 1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1)
+            )
 
     def inputs(
         self, images: Tensor, augment: Augment, generator: torch.Generator, total: int, offset: int
     ) -> Tensor:
         view = augment(images, generator, total=total, offset=offset)
-        batch, _ = cutpaste_batch(view, generator, total=total, offset=offset)
-        return batch  # 3b×3×S×S: normal, cutpaste, scar
+        batch = cutpaste_batch(view, generator, total=total, offset=offset)
+        self.masks = batch.masks if self.segmenter is not None else None
+        return batch.images  # 3b×3×S×S: normal, cutpaste, scar
 
-    def loss(self, h: Tensor, z: Tensor) -> Tensor:
+    def loss(self, h: Tensor, z: Tensor, maps: Sequence[Tensor] = ()) -> Tensor:
         logits = self.classifier(z.float())  # 3b×3
         labels = torch.arange(3, device=z.device).repeat_interleave(z.shape[0] // 3)
-        return F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels)
+        if self.segmenter is None:
+            return loss
+        return loss + self.dense_weight * self.dense_loss(maps)
+
+    def dense_loss(self, maps: Sequence[Tensor]) -> Tensor:
+        """Binary cross-entropy of the segmentation head on the maps (the first map's grid, the
+        others resized to it) against the share of each cell that the defect covers."""
+        if self.segmenter is None or self.masks is None:
+            raise RuntimeError("dense_loss needs a dense objective and its inputs() first")
+        if len(maps) != len(self.stages):
+            raise ValueError(f"expected the maps of stages {self.stages}, got {len(maps)} maps")
+        size = (int(maps[0].shape[-2]), int(maps[0].shape[-1]))
+        joined = torch.cat(
+            [
+                m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear")
+                for m in maps
+            ],
+            dim=1,
+        )
+        logits = self.segmenter(joined.float())  # n×1×h×w; maps may be bf16 from autocast
+        share = F.adaptive_avg_pool2d(self.masks.unsqueeze(1).float(), size)
+        return F.binary_cross_entropy_with_logits(logits, share)
 
 
 @torch.no_grad()

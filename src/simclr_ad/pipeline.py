@@ -36,6 +36,7 @@ from simclr_ad.detector import (
     fit_detector,
 )
 from simclr_ad.distributed import DistInfo, init_distributed, shutdown_distributed
+from simclr_ad.embeddings import Embedder
 from simclr_ad.errors import UserError
 from simclr_ad.models.backbone import first_stage_at_stride, freeze_stages
 from simclr_ad.models.simclr import ModelSpec, SimCLRModel, build_model
@@ -416,7 +417,15 @@ def build_objective(
         )
         return MeanShiftedObjective(centre, config.msc_temperature, config.msc_angular)
     if config.objective == "cutpaste":
-        return CutPasteObjective(model.head.out_dim)
+        if config.cutpaste_dense == 0:
+            return CutPasteObjective(model.head.out_dim)
+        patches = Embedder(model, config.patch_stages or None)  # the detector's stages, checked
+        return CutPasteObjective(
+            model.head.out_dim,
+            dense_weight=config.cutpaste_dense,
+            stages=patches.stages,
+            channels=patches.patch_dim,
+        )
     return SimCLRObjective(config.temperature)
 
 

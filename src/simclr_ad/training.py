@@ -187,8 +187,8 @@ class Trainer:
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         ):
-            out = self.net(views)
-        loss = self.objective.loss(out.h, out.z)
+            out = self.net(views, self.objective.stages)
+        loss = self.objective.loss(out.h, out.z, out.maps)
         self.scaler.scale(loss).backward()
         if self.dist.enabled:  # DDP averages the model's gradients, not the objective's
             _average_gradients(list(self.objective.parameters()), self.dist.world_size)

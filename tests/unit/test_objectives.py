@@ -57,6 +57,47 @@ def test_cutpaste_loss_learns_its_labels() -> None:
     assert objective.loss(z, z).item() < 0.5 * start
 
 
+def test_dense_cutpaste_loss_is_ce_plus_weighted_bce_of_the_pasted_share() -> None:
+    torch.manual_seed(0)
+    augment = create_augment("default", 16)
+    objective = CutPasteObjective(4, dense_weight=0.5, stages=(1, 2), channels=3 + 5)
+    views = objective.inputs(_images(n=2), augment, torch.Generator().manual_seed(1), 2, 0)
+    assert views.shape == (6, 3, 16, 16) and objective.masks is not None
+    assert not objective.masks[:2].any() and objective.masks[2:].flatten(1).any(1).all()
+    z = torch.randn(6, 4)
+    maps = [torch.randn(6, 3, 4, 4, requires_grad=True), torch.randn(6, 5, 2, 2)]
+    loss = objective.loss(z, z, maps)
+    assert objective.segmenter is not None
+    joined = torch.cat([maps[0], F.interpolate(maps[1], size=(4, 4), mode="bilinear")], dim=1)
+    share = F.avg_pool2d(objective.masks.unsqueeze(1).float(), 4)  # 16 px -> 4×4 cells
+    expected = F.cross_entropy(objective.classifier(z), torch.arange(3).repeat_interleave(2))
+    expected = expected + 0.5 * F.binary_cross_entropy_with_logits(
+        objective.segmenter(joined), share
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert maps[0].grad is not None and maps[0].grad.abs().sum() > 0  # reaches the features
+    with pytest.raises(ValueError, match="stages"):
+        objective.loss(z, z, maps[:1])
+
+
+def test_dense_objective_trains_the_detectors_patch_stages() -> None:
+    model = build_model(ModelSpec("resnet18"), "none")
+    config = build_config(objective="cutpaste", cutpaste_dense=1.0, image_size=32)
+    objective = build_objective(config, model, _images(), torch.device("cpu"), fresh=True)
+    assert isinstance(objective, CutPasteObjective)
+    assert objective.stages == (2, 3)  # the stride-8 and -16 stages, as the detector's default
+    config = build_config(
+        objective="cutpaste", cutpaste_dense=1.0, image_size=32, patch_stages=[1, 2]
+    )
+    objective = build_objective(config, model, _images(), torch.device("cpu"), fresh=True)
+    assert objective.stages == (1, 2) and objective.segmenter is not None
+    plain = build_objective(
+        build_config(objective="cutpaste"), model, _images(), torch.device("cpu"), fresh=True
+    )
+    assert plain.stages == () and plain.segmenter is None  # type: ignore[union-attr]
+
+
 def test_feature_centre_is_the_normalised_mean_of_normalised_features() -> None:
     encoder = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))
     images = _images(n=5, size=8)

@@ -97,15 +97,25 @@ def scar(
     return _paste(x, inside, shift=dst - src, jitter=u[:, 7:9])
 
 
+class CutPasteBatch(NamedTuple):
+    """The 3-way task: ``images`` 3B×3×S×S (normal, cutpaste, scar), ``labels`` 3B (0, 1, 2) and
+    ``masks`` 3B×S×S bool, True where a defect was pasted (all False for the normal views)."""
+
+    images: Tensor
+    labels: Tensor
+    masks: Tensor
+
+
 def cutpaste_batch(
     x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
-) -> tuple[Tensor, Tensor]:
-    """The 3-way task's inputs 3B×3×S×S (normal, cutpaste, scar) and labels 3B (0, 1, 2)."""
+) -> CutPasteBatch:
+    """The 3-way task's inputs, labels and defect masks for B normal views ``x``."""
     B = x.shape[0]
-    pasted = cutpaste(x, generator, total=total, offset=offset).images
-    scarred = scar(x, generator, total=total, offset=offset).images
+    pasted = cutpaste(x, generator, total=total, offset=offset)
+    scarred = scar(x, generator, total=total, offset=offset)
     labels = torch.tensor([NORMAL, CUTPASTE, SCAR], device=x.device).repeat_interleave(B)
-    return torch.cat([x, pasted, scarred]), labels
+    masks = torch.cat([torch.zeros_like(pasted.masks), pasted.masks, scarred.masks])
+    return CutPasteBatch(torch.cat([x, pasted.images, scarred.images]), labels, masks)
 
 
 def _grid(size: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from torch import Tensor, nn
@@ -12,10 +13,12 @@ from simclr_ad.models.head import ProjectionHead
 
 
 class SimCLROutput(NamedTuple):
-    """``h``: pooled encoder features B×C; ``z``: projections B×D (not normalised)."""
+    """``h``: pooled encoder features B×C; ``z``: projections B×D (not normalised); ``maps``: the
+    requested stages' feature maps B×C_i×h_i×w_i (empty unless asked for)."""
 
     h: Tensor
     z: Tensor
+    maps: tuple[Tensor, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +39,15 @@ class SimCLRModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, x: Tensor) -> SimCLROutput:
-        """B×3×H×W normalised images -> (h B×C, z B×D)."""
-        h = self.encoder(x)  # B×C, globally pooled
-        z = self.head(h)  # B×D
-        return SimCLROutput(h, z)
+    def forward(self, x: Tensor, stages: Sequence[int] = ()) -> SimCLROutput:
+        """B×3×H×W normalised images -> (h B×C, z B×D), plus the maps of the ``feature_info``
+        ``stages`` when some are given (same pass, same ``h``)."""
+        if not stages:
+            h = self.encoder(x)  # B×C, globally pooled
+            return SimCLROutput(h, self.head(h))
+        final, maps = self.encoder.forward_intermediates(x, indices=list(stages))  # type: ignore[operator]
+        h = self.encoder.forward_head(final)  # type: ignore[operator]
+        return SimCLROutput(h, self.head(h), tuple(maps))
 
 
 def build_model(spec: ModelSpec, weights: str = "none") -> SimCLRModel:

@@ -39,11 +39,14 @@ def test_scar_is_thin() -> None:
 
 def test_batch_labels_and_normal_views_untouched() -> None:
     x = _images(n=4)
-    inputs, labels = cutpaste_batch(x, torch.Generator().manual_seed(4))
-    assert inputs.shape == (12, 3, 64, 64)
+    inputs, labels, masks = cutpaste_batch(x, torch.Generator().manual_seed(4))
+    assert inputs.shape == (12, 3, 64, 64) and masks.shape == (12, 64, 64)
     assert labels.tolist() == [NORMAL] * 4 + [CUTPASTE] * 4 + [SCAR] * 4
     assert torch.equal(inputs[:4], x)
     assert not torch.equal(inputs[4:8], x) and not torch.equal(inputs[8:], x)
+    assert not masks[:4].any() and masks[4:].flatten(1).any(1).all()
+    changed = (inputs != x.repeat(3, 1, 1, 1)).any(1)  # 12×64×64: pixels the defect altered
+    assert not (changed & ~masks).any()  # nothing changes outside the masks
 
 
 def test_shards_match_the_global_batch() -> None:

@@ -29,6 +29,21 @@ def test_model_gives_h_and_z(backbone: str) -> None:
     assert model.head.in_dim == model.encoder.num_features  # input width taken from the backbone
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_model_gives_stage_maps_in_the_same_pass(backbone: str) -> None:
+    model = build_model(ModelSpec(backbone=backbone)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    plain, with_maps = model(x), model(x, (1, 2))
+    assert plain.maps == ()
+    torch.testing.assert_close(with_maps.h, plain.h)
+    torch.testing.assert_close(with_maps.z, plain.z)
+    info = list(model.encoder.feature_info)
+    assert [m.shape for m in with_maps.maps] == [
+        (2, info[i]["num_chs"], 64 // info[i]["reduction"], 64 // info[i]["reduction"])
+        for i in (1, 2)
+    ]
+
+
 def test_unknown_backbone_is_a_clear_error() -> None:
     with pytest.raises(UserError, match="unknown backbone 'resnet1800'"):
         create_backbone("resnet1800")
