@@ -132,7 +132,11 @@ def _validate(cfg: TrainConfig) -> None:
         ("frozen_stages", cfg.frozen_stages >= -1, "an integer >= 0, or -1 (the objective's)"),
         ("msc_temperature", cfg.msc_temperature > 0, "a number > 0"),
         ("msc_angular", cfg.msc_angular >= 0, "a number >= 0"),
-        ("cutpaste_dense", cfg.cutpaste_dense >= 0, "a number >= 0 (0: off)"),
+        (
+            "cutpaste_dense",
+            cfg.cutpaste_dense >= 0 and (cfg.cutpaste_dense == 0 or cfg.objective == "cutpaste"),
+            "a number >= 0 (0: off), and 0 unless objective is cutpaste",
+        ),
         ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),

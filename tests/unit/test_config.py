@@ -56,6 +56,7 @@ def test_unknown_key_lists_valid_ones() -> None:
         ("val_fraction", 1.0, "val_fraction"),
         ("train_crop", 300, r"train_crop=300: expected 0 \(whole images\) or .*image_size=224"),
         ("train_crop", 16, "train_crop=16"),
+        ("cutpaste_dense", 1.0, "0 unless objective is cutpaste"),
     ],
 )
 def test_invalid_values_are_named(key: str, value: object, message: str) -> None:
