@@ -137,7 +137,6 @@ class Embedder(nn.Module):
 
     def aggregate(self, maps: Sequence[Tensor]) -> Tensor:
         """Stage maps [B×C_i×h_i×w_i] -> B×(ΣC_i)×h_0×w_0."""
-        size = maps[0].shape[-2:]
         pad = self.neighbourhood // 2
         pooled = [
             F.avg_pool2d(m, self.neighbourhood, stride=1, padding=pad, count_include_pad=False)
@@ -145,13 +144,20 @@ class Embedder(nn.Module):
             else m
             for m in maps
         ]
-        resized = [
-            p
-            if p.shape[-2:] == size
-            else F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-            for p in pooled
-        ]
-        return torch.cat(resized, dim=1)
+        return join_maps(pooled)
+
+
+def join_maps(maps: Sequence[Tensor]) -> Tensor:
+    """Stage maps [B×C_i×h_i×w_i] -> B×(ΣC_i)×h_0×w_0: each brought to the first map's grid
+    (bilinear) and concatenated along channels."""
+    size = maps[0].shape[-2:]
+    resized = [
+        m
+        if m.shape[-2:] == size
+        else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        for m in maps
+    ]
+    return torch.cat(resized, dim=1)
 
 
 @torch.no_grad()

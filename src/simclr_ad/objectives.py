@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from simclr_ad.data.augment import normalize
 from simclr_ad.data.cutpaste import cutpaste_batch
+from simclr_ad.embeddings import join_maps
 from simclr_ad.losses import MeanShiftedContrastiveLoss, NTXentLoss
 
 Augment = Callable[..., Tensor]  # (uint8 B×3×H×W, generator, *, total, offset) -> float B×3×S×S
@@ -131,14 +132,8 @@ class CutPasteObjective(Objective):
             raise RuntimeError("dense_loss needs a dense objective and its inputs() first")
         if len(maps) != len(self.stages):
             raise ValueError(f"expected the maps of stages {self.stages}, got {len(maps)} maps")
-        size = (int(maps[0].shape[-2]), int(maps[0].shape[-1]))
-        joined = torch.cat(
-            [
-                m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear")
-                for m in maps
-            ],
-            dim=1,
-        )
+        joined = join_maps(maps)
+        size = (int(joined.shape[-2]), int(joined.shape[-1]))
         logits = self.segmenter(joined.float())  # n×1×h×w; maps may be bf16 from autocast
         share = F.adaptive_avg_pool2d(self.masks.unsqueeze(1).float(), size)
         return F.binary_cross_entropy_with_logits(logits, share)
