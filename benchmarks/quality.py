@@ -1,4 +1,5 @@
-"""Quality benchmark: configurations side by side in one run, on synthetic data and MVTec screw.
+"""Quality benchmark: configurations side by side in one run, on synthetic data, MVTec screw and
+the four development categories.
 
 Usage:
     .venv/bin/python benchmarks/quality.py --suite synthetic [--out DIR]
@@ -7,11 +8,21 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw-ssl        # training objectives
     .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~2 CPU hours
     .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
+    .venv/bin/python benchmarks/quality.py --suite real [--variant default|writeup-512|adapt] \
+        --out DIR                          # screw, bottle, mpdd_metal_plate, kolektorsdd
+    .venv/bin/python benchmarks/quality.py --compare DIR_A DIR_B   # paired AUROC, B - A
+
+``--suite real`` trains and evaluates each category as a new user would: only the backbone and
+its offline weights are given, the library's defaults choose the rest (``--variant`` adds the
+write-up's 512 px recipe or 3 cutpaste epochs instead). Its rows carry their own data roots
+(``../shared/data/mvtec_ad`` and ``../shared/data/real``); ``--data`` is for the screw suites.
+It writes ``results-real-<variant>.json``; ``--compare`` reads two such files (or the ``--out``
+folders holding them) and prints per category the paired AUROC difference over the same images.
 
 Each configuration is trained (``--epochs 0`` = pretrained features only) and evaluated with the
 project's own ``train`` and ``evaluate`` pipeline; thresholds are calibrated on held-out good
 training images, never on the test set. Prints a Markdown table (for BENCHMARKS.md) and writes
-``results.json`` under ``--out``.
+``results-<suite>.json`` under ``--out``.
 
 Settings are chosen without the test set (issue 7's protocol): on screw, the *selection* AUROC
 ranks the defects of three types (the first three alphabetically, fixed before any run:
@@ -51,6 +62,21 @@ EFF = {"backbone": "efficientnet_lite0", "weights": str(EFFICIENTNET)}
 # padding: timm's tf_ variant pads the same way, so its maps line up with the image.
 TF_EFF = {"backbone": "tf_efficientnet_lite0", "weights": str(EFFICIENTNET)}
 SELECTION_TYPES = ("manipulated_front", "scratch_head", "scratch_neck")
+MVTEC = SHARED / "data" / "mvtec_ad"
+REAL = SHARED / "data" / "real"
+REAL_CATEGORIES = (
+    ("screw", MVTEC),
+    ("bottle", MVTEC),
+    ("mpdd_metal_plate", REAL),
+    ("kolektorsdd", REAL),
+)
+# What each --variant adds to the backbone and its weights; "default" leaves the rest to the
+# library's defaults.
+REAL_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "writeup-512": {"epochs": 0, "image_size": 512, "score_rule": "max"},  # pretrained-512.yaml
+    "adapt": {"epochs": 3, "objective": "cutpaste", "lr": 1e-4, "batch_size": 32},
+}
 WRITE_UP = {
     "augment": "seed",
     "temperature": 0.07,
@@ -173,17 +199,33 @@ def screw_scratch_suite() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def real_suite(variant: str = "default") -> list[tuple[str, dict[str, Any], Path]]:
+    """The four development categories, each with its own data root, trained and evaluated as a
+    new user would: the backbone and its offline weights, plus what ``variant`` adds."""
+    extra = REAL_VARIANTS[variant]
+    return [
+        (f"{category} {variant}", {"categories": [category], **EFF, **extra}, root)
+        for category, root in REAL_CATEGORIES
+    ]
+
+
 def protocol_metrics(
-    test: list[dict[str, str]], val_csv: Path, scorer: str, threshold: float | None
+    test: list[dict[str, str]],
+    val_csv: Path,
+    scorer: str,
+    threshold: float | None,
+    selection_types: tuple[str, ...] = SELECTION_TYPES,
 ) -> dict[str, float | None]:
-    """Selection AUROC (SELECTION_TYPES vs held-out good), selection recall (the share of those
-    defects at or above the calibrated ``threshold``, what F1 @cal turns on) and confirmation AUROC
-    (the other defect types vs the test's good parts), from ``scores.csv`` rows and
-    ``val_scores.csv``."""
+    """Selection AUROC (``selection_types`` vs held-out good), selection recall (the share of
+    those defects at or above the calibrated ``threshold``, what F1 @cal turns on) and
+    confirmation AUROC (the other defect types vs the test's good parts), from ``scores.csv`` rows
+    and ``val_scores.csv``. All None without selection types (the real suite: no protocol)."""
+    if not selection_types:
+        return dict.fromkeys(("selection_auroc", "selection_recall", "confirmation_auroc"))
     held_out = [float(r[scorer]) for r in _read_rows(val_csv)] if val_csv.is_file() else []
     defects = [r for r in test if r["label"] == "1"]
-    chosen = [float(r[scorer]) for r in defects if r["defect_type"] in SELECTION_TYPES]
-    others = [float(r[scorer]) for r in defects if r["defect_type"] not in SELECTION_TYPES]
+    chosen = [float(r[scorer]) for r in defects if r.get("defect_type") in selection_types]
+    others = [float(r[scorer]) for r in defects if r.get("defect_type") not in selection_types]
     good = [float(r[scorer]) for r in test if r["label"] == "0"]
     recall = None
     if chosen and threshold is not None:
@@ -207,7 +249,13 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> dict[str, Any]:
+def _row(
+    name: str,
+    metrics: dict[str, Any],
+    eval_dir: Path,
+    train_s: float,
+    selection_types: tuple[str, ...] = SELECTION_TYPES,
+) -> dict[str, Any]:
     primary = metrics["primary"]
     entry = metrics["scorers"][primary]
     images = [c["image"] for c in entry["categories"].values()]
@@ -231,13 +279,55 @@ def _row(name: str, metrics: dict[str, Any], eval_dir: Path, train_s: float) -> 
             eval_dir / "val_scores.csv",
             primary,
             images[0]["threshold"] if len(images) == 1 else None,
+            selection_types,
         ),
+        **(_category_details(metrics) if len(images) == 1 else {}),
         "eval_dir": str(eval_dir),
         "train_minutes": round(train_s / 60, 2),
         "ms_per_image": metrics["timing"]["ms_per_image"],
         "per_category": {c: v["image"]["auroc"] for c, v in entry["categories"].items()},
         "all_scorers_auroc": {s: v["mean"]["image_auroc"] for s, v in metrics["scorers"].items()},
     }
+
+
+def _category_details(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The real suite's columns of a one-category run: TPR at 1% FPR, F1 against flagging every
+    part, how the threshold was calibrated and the settings the library chose. Read defensively:
+    older metrics.json files lack the calibration and the chosen input shapes."""
+    entry = metrics["scorers"][metrics["primary"]]["categories"]
+    category, values = next(iter(entry.items()))
+    image = values["image"]
+    calibration = image.get("calibration") or values.get("calibration") or {}
+    f1, trivial = image.get("f1"), image.get("trivial_f1")
+    rule = " ".join(str(calibration[k]) for k in ("method", "source") if calibration.get(k))
+    return {
+        "category": category,
+        "tpr_at_1pct_fpr": (image.get("tpr_at_fpr") or {}).get("0.01"),
+        "f1_beats_trivial": None if f1 is None or trivial is None else f1 > trivial,
+        "calibration": rule or None,
+        "calibration_n": calibration.get("n"),
+        "settings": _chosen_settings(metrics),
+    }
+
+
+def _chosen_settings(metrics: dict[str, Any]) -> str | None:
+    """Image size, input shapes (where recorded), score rule and training of the evaluated model,
+    e.g. ``512 px; max; 0 epochs``."""
+    detector = metrics.get("detector") or {}
+    config = metrics.get("config") or {}
+    size = detector.get("image_size") or config.get("image_size")
+    shapes = next(
+        (detector[k] for k in ("input_shapes", "input_shape", "input_size") if detector.get(k)),
+        None,
+    )
+    epochs = config.get("epochs")
+    parts = [
+        f"{size} px" if size is not None else None,
+        f"input {shapes}" if shapes is not None else None,
+        detector.get("score_rule"),
+        None if epochs is None else f"{config.get('objective', '')} {epochs} epochs".strip(),
+    ]
+    return "; ".join(str(p) for p in parts if p) or None
 
 
 def add_differences(rows: list[dict[str, Any]]) -> None:
@@ -271,7 +361,12 @@ def _false_alarm_rate(test: list[dict[str, str]]) -> float:
 
 
 def run_config(
-    name: str, values: dict[str, Any], data: Path, work: Path, device: str
+    name: str,
+    values: dict[str, Any],
+    data: Path,
+    work: Path,
+    device: str,
+    selection_types: tuple[str, ...] = SELECTION_TYPES,
 ) -> dict[str, Any]:
     slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])[:40]
     run = work / slug
@@ -283,7 +378,7 @@ def run_config(
     evaluation = evaluate(
         result.model_dir, data, run / "eval", device=resolve_device(device), overwrite=True
     )
-    row = _row(name, evaluation.metrics, run / "eval", train_s)
+    row = _row(name, evaluation.metrics, run / "eval", train_s, selection_types)
     logging.getLogger("quality").warning("%s: image AUROC %.3f", name, row["image_auroc"])
     return row
 
@@ -291,6 +386,8 @@ def run_config(
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.3f}"
     if isinstance(v, list):
@@ -298,30 +395,113 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    cols = [
-        "config",
-        "image_auroc",
-        "auroc_ci95",
-        "delta_vs_first",
-        "delta_ci95",
-        "vs_val_good",
-        "selection_auroc",
-        "selection_recall",
-        "confirmation_auroc",
-        "pixel_auroc",
-        "aupro",
-        "f1",
-        "precision",
-        "recall",
-        "trivial_f1",
-        "test_good_false_alarm_rate",
-        "train_minutes",
-        "ms_per_image",
-    ]
+COLUMNS = [
+    "config",
+    "image_auroc",
+    "auroc_ci95",
+    "delta_vs_first",
+    "delta_ci95",
+    "vs_val_good",
+    "selection_auroc",
+    "selection_recall",
+    "confirmation_auroc",
+    "pixel_auroc",
+    "aupro",
+    "f1",
+    "precision",
+    "recall",
+    "trivial_f1",
+    "test_good_false_alarm_rate",
+    "train_minutes",
+    "ms_per_image",
+]
+# The real suite: no selection protocol, no baseline row; what a new user's run gives instead.
+REAL_COLUMNS = [
+    "category",
+    "image_auroc",
+    "auroc_ci95",
+    "pixel_auroc",
+    "aupro",
+    "f1",
+    "precision",
+    "recall",
+    "trivial_f1",
+    "tpr_at_1pct_fpr",
+    "test_good_false_alarm_rate",
+    "f1_beats_trivial",
+    "calibration",
+    "calibration_n",
+    "settings",
+    "train_minutes",
+    "ms_per_image",
+]
+COMPARE_COLUMNS = ["category", "auroc_a", "auroc_b", "delta_b_minus_a", "delta_ci95", "images"]
+
+
+def markdown(rows: list[dict[str, Any]], cols: list[str] = COLUMNS) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def results_file(path: Path) -> Path:
+    """``path`` itself, or the one ``results-real*.json`` in the folder ``path``."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob("results-real*.json")) if path.is_dir() else []
+    if len(found) != 1:
+        raise ValueError(f"expected one results-real*.json in {path}, found {len(found)}")
+    return found[0]
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per category of both results, B's test image AUROC minus A's with a paired bootstrap 95%
+    interval over the test images both scored (matched by path; each run's primary scorer)."""
+    rows_a = {r["category"]: r for r in a["rows"] if r.get("category")}
+    out = []
+    for row_b in b["rows"]:
+        row_a = rows_a.get(row_b.get("category"))
+        if row_a is None:
+            continue
+        scores_a, scores_b = _primary_scores(row_a), _primary_scores(row_b)
+        paths = sorted(scores_a.keys() & scores_b.keys())
+        delta, ci = None, None
+        try:
+            delta, interval = paired_auroc_difference(
+                [scores_b[p][0] for p in paths],
+                [scores_a[p][0] for p in paths],
+                [scores_a[p][1] for p in paths],
+            )
+            ci = list(interval)
+        except ValueError as error:  # no shared images, or one class only
+            logging.getLogger("quality").warning("%s: %s", row_b["category"], error)
+        unmatched = len(scores_a.keys() ^ scores_b.keys())
+        out.append(
+            {
+                "category": row_b["category"],
+                "auroc_a": row_a["image_auroc"],
+                "auroc_b": row_b["image_auroc"],
+                "delta_b_minus_a": delta,
+                "delta_ci95": ci,
+                "images": f"{len(paths)}" + (f" ({unmatched} unmatched)" if unmatched else ""),
+            }
+        )
+    return out
+
+
+def compare_main(path_a: Path, path_b: Path) -> int:
+    try:
+        files = [results_file(path_a), results_file(path_b)]
+        a, b = (json.loads(f.read_text()) for f in files)
+        rows = compare(a, b)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: --compare: {error}", file=sys.stderr)
+        return 2
+    print(f"A: {files[0]}\nB: {files[1]}\n")
+    print(markdown(rows, COMPARE_COLUMNS))
+    if not rows:
+        print("(no category in both)")
+    return 0
 
 
 SUITES = {
@@ -333,50 +513,90 @@ SUITES = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", choices=list(SUITES), required=True)
-    parser.add_argument("--data", type=Path, default=SHARED / "data" / "mvtec_ad")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--suite", choices=[*SUITES, "real"])
+    mode.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
+        help="two results-real*.json files (or --out folders): paired AUROC of B - A",
+    )
+    parser.add_argument("--data", type=Path, help=f"screw suites only (default {MVTEC})")
+    parser.add_argument(
+        "--variant", choices=list(REAL_VARIANTS), help="real suite only (default: default)"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/simclr-ad-quality"))
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--rows", help="run only these rows of the suite: comma-separated 1-based numbers"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.suite == "synthetic":
+    return parser
+
+
+def suite_configs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], Path]]:
+    """The suite's (name, config values, data root) rows; ValueError with a one-line message."""
+    if args.variant and args.suite != "real":
+        raise ValueError("--variant is for --suite real")
+    if args.suite == "real":
+        if args.data:
+            raise ValueError(
+                f"--data is for the screw suites; the real suite reads {MVTEC} and {REAL}"
+            )
+        configs = real_suite(args.variant or "default")
+    elif args.suite == "synthetic":
         data = args.out / "synthetic-data"
         shutil.rmtree(data, ignore_errors=True)
         generate_dataset(data, **DEMO_DATA)
-        configs = synthetic_suite()
+        configs = [(name, values, data) for name, values in synthetic_suite()]
     else:
-        data = args.data
-        if not (data / "screw").is_dir():
-            print(f"error: no MVTec screw data under {data}", file=sys.stderr)
-            return 2
-        configs = SUITES[args.suite]()
+        data = args.data or MVTEC
+        configs = [(name, values, data) for name, values in SUITES[args.suite]()]
     if args.rows:
         try:
             picked = [int(r) for r in args.rows.split(",")]
         except ValueError:
             picked = []
         if not picked or not all(1 <= r <= len(configs) for r in picked):
-            print(
-                f"error: --rows {args.rows!r}: expected numbers in 1..{len(configs)}",
-                file=sys.stderr,
-            )
-            return 2
+            raise ValueError(f"--rows {args.rows!r}: expected numbers in 1..{len(configs)}")
         configs = [configs[r - 1] for r in picked]
+    for _, values, data in configs:
+        for category in values.get("categories", []):
+            if not (data / category).is_dir():
+                raise ValueError(f"no {category} data under {data}")
     if not EFFICIENTNET.is_file():
-        print(f"error: {EFFICIENTNET} is missing (the offline ImageNet weights)", file=sys.stderr)
+        raise ValueError(f"{EFFICIENTNET} is missing (the offline ImageNet weights)")
+    return configs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.compare:
+        return compare_main(*args.compare)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        configs = suite_configs(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = [run_config(name, values, data, args.out, args.device) for name, values in configs]
-    add_differences(rows)
+    real = args.suite == "real"
+    selection = () if real else SELECTION_TYPES
+    rows = [
+        run_config(name, values, data, args.out, args.device, selection_types=selection)
+        for name, values, data in configs
+    ]
+    if not real:
+        add_differences(rows)
+    name = f"real-{args.variant or 'default'}" if real else args.suite
     report = {
         "suite": args.suite,
+        **({"variant": args.variant or "default"} if real else {}),
         "command": " ".join(
             ["benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]
         ),
@@ -385,9 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}",
         "rows": rows,
     }
-    (args.out / f"results-{args.suite}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(rows))
-    print(f"\nresults: {args.out / f'results-{args.suite}.json'}")
+    (args.out / f"results-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(rows, REAL_COLUMNS if real else COLUMNS))
+    print(f"\nresults: {args.out / f'results-{name}.json'}")
     return 0
 
 
