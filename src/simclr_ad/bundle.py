@@ -2,7 +2,8 @@
 
 ``model.json`` records the format version, the SHA-256 of ``model.safetensors`` and the SHA-256
 of its own other contents (canonical JSON), so a missing, truncated, tampered (tensors or
-metadata, e.g. an edited threshold) or newer-format bundle is refused with one clear message.
+metadata, e.g. an edited threshold), older (unhashed), newer or malformed-format bundle is
+refused with one clear message.
 The hashes detect damage and edits, they do not authenticate the author. A bundle
 is written to a temporary folder beside the target and renamed into place, so an interrupted
 write leaves the previous bundle intact.
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from simclr_ad.errors import UserError
 
 BUNDLE_FORMAT = 2  # 2: model.json carries metadata_sha256
+SUPPORTED_FORMATS = frozenset({2})  # every one verified: tensors and metadata hashes
 TENSORS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 
@@ -100,16 +102,8 @@ def load_bundle(folder: Path) -> Bundle:
         metadata = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"model bundle {meta_path} is unreadable or corrupt: {exc}") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("format_version"), int):
-        raise UserError(f"{meta_path} is not a simclr-ad model description")
-    if metadata["format_version"] > BUNDLE_FORMAT:
-        raise UserError(
-            f"model bundle {folder} has format {metadata['format_version']}, newer than this "
-            f"simclr-ad reads ({BUNDLE_FORMAT}); upgrade simclr-ad"
-        )
-    if metadata["format_version"] >= 2 and _metadata_sha256(metadata) != metadata.get(
-        "metadata_sha256"
-    ):
+    _check_format(folder, metadata)
+    if _metadata_sha256(metadata) != metadata.get("metadata_sha256"):
         raise UserError(
             f"model bundle {folder}: {METADATA_FILE} does not match its recorded hash "
             "(edited or corrupt); retrain or restore the bundle"
@@ -124,6 +118,25 @@ def load_bundle(folder: Path) -> Bundle:
     except (SafetensorError, OSError) as exc:
         raise UserError(f"model bundle {tensor_path} is corrupt: {exc}") from None
     return Bundle(tensors, metadata)
+
+
+def _check_format(folder: Path, metadata: object) -> None:
+    """One line unless ``metadata`` is a description of a format this version verifies."""
+    if not isinstance(metadata, dict) or "format_version" not in metadata:
+        raise UserError(f"model bundle {folder}: {METADATA_FILE} is not a simclr-ad description")
+    version = metadata["format_version"]
+    if type(version) is not int:  # bool is an int to isinstance: `true` must not pass
+        raise UserError(f"model bundle {folder} has an invalid format_version {version!r}")
+    if version > BUNDLE_FORMAT:
+        raise UserError(
+            f"model bundle {folder} has format {version}, newer than this simclr-ad "
+            f"reads ({BUNDLE_FORMAT}); upgrade simclr-ad"
+        )
+    if version not in SUPPORTED_FORMATS:
+        raise UserError(
+            f"model bundle {folder} has format {version}, which carries no metadata hash and "
+            f"cannot be verified; this simclr-ad reads format {BUNDLE_FORMAT}: retrain the model"
+        )
 
 
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -15,8 +15,10 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -111,3 +113,18 @@ def symlink_loops(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "loop").symlink_to(folder, target_is_directory=True)
     (folder / "self.png").symlink_to(folder / "self.png")
+
+
+MARKER = 1.2345  # the value of training_payload's weights: bytes easy to find in the file
+
+
+def training_payload(epoch: int = 1) -> dict[str, Any]:
+    """The entries a training checkpoint must hold, with a recognisable weight tensor."""
+    return {
+        "epoch": epoch,
+        "total_epochs": 3,
+        "config": {"lr": 0.001},
+        "model": {"w": torch.full((256,), MARKER)},
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "params": [0]}]},
+        "scheduler": {"last_epoch": 4},
+    }

@@ -23,6 +23,7 @@ from simclr_ad.checkpoint import load_checkpoint, save_checkpoint
 from simclr_ad.cli import main
 from simclr_ad.errors import UserError
 from tests.conftest import TINY_TRAIN
+from tests.reliability.corpus import training_payload
 
 # Runs `simclr-ad train` with torch.save patched: the 4th save (last.ckpt after epoch 2) writes
 # half its bytes, signals the test through a marker file and hangs until it is killed.
@@ -136,10 +137,10 @@ def _half_then_enospc(path: Path) -> None:
 
 def test_full_disk_checkpoint(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "last.ckpt"
-    save_checkpoint(path, {"epoch": 1})
+    save_checkpoint(path, training_payload(1))
     monkeypatch.setattr(checkpoint_module.torch, "save", lambda obj, p: _half_then_enospc(p))
     with pytest.raises(UserError, match=f"no space left on the device while writing {path}"):
-        save_checkpoint(path, {"epoch": 2})
+        save_checkpoint(path, training_payload(2))
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

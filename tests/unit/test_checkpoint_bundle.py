@@ -18,12 +18,18 @@ from simclr_ad.checkpoint import (
 from simclr_ad.errors import UserError
 
 
+def _payload(epoch: int, **extra: object) -> dict[str, object]:
+    """A minimal training checkpoint: the entries ``load_checkpoint`` requires, and ``extra``."""
+    required = {"total_epochs": 3, "config": {}, "model": {}, "optimizer": {}, "scheduler": {}}
+    return {"epoch": epoch, **required, **extra}
+
+
 def test_checkpoint_round_trip_with_rng(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
-    save_checkpoint(path, {"epoch": 2, "rng": capture_rng_state(), "w": torch.arange(3)})
+    save_checkpoint(path, _payload(2, rng=capture_rng_state(), w=torch.arange(3)))
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     loaded = load_checkpoint(path)
     restore_rng_state(loaded["rng"])
@@ -35,11 +41,11 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "none.ckpt")
     path = tmp_path / "c.ckpt"
-    save_checkpoint(path, {"epoch": 1, "w": torch.zeros(1000)})
+    save_checkpoint(path, _payload(1, w=torch.zeros(1000)))
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(UserError, match="corrupt"):
         load_checkpoint(path)
-    save_checkpoint(path, {"epoch": 1})
+    save_checkpoint(path, _payload(1))
     payload = torch.load(path, weights_only=True)
     payload["format"] = 99
     torch.save(payload, path)
@@ -49,7 +55,7 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
 
 def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
-    save_checkpoint(path, {"epoch": 1})
+    save_checkpoint(path, _payload(1))
 
     def full_disk(tmp: Path) -> None:
         tmp.write_bytes(b"half")
