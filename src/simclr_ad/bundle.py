@@ -93,6 +93,22 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 def load_bundle(folder: Path) -> Bundle:
     """Read and verify a bundle; raises UserError naming the problem."""
+    metadata = verify_bundle(folder)
+    tensor_path = folder / TENSORS_FILE
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"model bundle {tensor_path} is corrupt: {exc}") from None
+    return Bundle(tensors, metadata)
+
+
+def verify_bundle(folder: Path) -> dict[str, Any]:
+    """The bundle's metadata once its format and both hashes are checked; tensors not loaded.
+
+    Raises:
+        UserError: naming the problem (missing files, corrupt or edited metadata, unsupported
+            format, tensors that do not match their hash).
+    """
     meta_path, tensor_path = folder / METADATA_FILE, folder / TENSORS_FILE
     if not meta_path.is_file() or not tensor_path.is_file():
         raise UserError(
@@ -113,11 +129,7 @@ def load_bundle(folder: Path) -> Bundle:
             f"model bundle {folder}: {TENSORS_FILE} does not match its recorded hash "
             "(truncated or modified)"
         )
-    try:
-        tensors = load_file(str(tensor_path))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"model bundle {tensor_path} is corrupt: {exc}") from None
-    return Bundle(tensors, metadata)
+    return metadata
 
 
 def _check_format(folder: Path, metadata: object) -> None:

@@ -2,34 +2,43 @@
 
 ``POST /v1/predict`` (multipart ``image``, optional form ``category``, query ``heatmap``),
 ``GET /health``, ``GET /v1/model``, ``GET /`` (the page), OpenAPI at ``/docs``. Bad requests
-get a 4xx JSON ``{"detail": ...}``, never a 500. With an API key, every ``/v1/*`` request must
-carry it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``), compared in constant time;
-``/health``, the page and the docs stay open. Request data never becomes a file path.
+get a 4xx JSON ``{"detail": ...}`` (413 for a body over the limit, declared or chunked), a model
+that fails on an image a 503 JSON, never a plain-text 500. With an API key, every ``/v1/*``
+request must carry it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; the UTF-8 bytes of
+the key are compared, in constant time); ``/health``, the page and the docs stay open. Request
+data never becomes a file path.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import os
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simclr_ad import __version__
 from simclr_ad.errors import UserError
 from simclr_ad.heatmap import overlay, png_bytes
-from simclr_ad.predictor import Predictor
+from simclr_ad.predictor import Prediction, Predictor
 from simclr_ad.service.batching import MicroBatcher
+from simclr_ad.service.description import describe_model
 from simclr_ad.service.uploads import UploadError, UploadLimits, decode_upload
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart headers around the image
+
+log = logging.getLogger(__name__)
 
 
 class PredictResponse(BaseModel):
@@ -44,20 +53,60 @@ class PredictResponse(BaseModel):
     heatmap_png: str | None = None  # base64 PNG overlay, when heatmap=true
 
 
-class _BodyLimit(BaseHTTPMiddleware):
-    """413 for a declared body larger than the upload limit, before it is read."""
+class _BodyTooLargeError(Exception):
+    """Raised into the app's body reader when the request passes the limit."""
 
-    def __init__(self, app: Any, max_body: int) -> None:
-        super().__init__(app)
+
+class _BodyLimit:
+    """413 for a request body larger than ``max_body``, declared or not (chunked uploads).
+
+    A declared ``Content-Length`` over the limit is refused before anything is read. Otherwise
+    the bytes are counted as they arrive and reading stops at the limit, before the multipart
+    parser spools more to disk; whatever the app answers to the aborted read is replaced by the
+    413.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
         self.max_body = max_body
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        declared = request.headers.get("content-length", "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            return JSONResponse(
-                {"detail": f"request body larger than {self.max_body} bytes"}, status_code=413
-            )
-        return await call_next(request)
+            await self._refuse(scope, receive, send)
+            return
+        received, exceeded, started = 0, False, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    exceeded = True
+                    raise _BodyTooLargeError
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if not exceeded:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = {"detail": f"request body larger than {self.max_body} bytes"}
+        await JSONResponse(detail, status_code=413)(scope, receive, send)
 
 
 class _ApiKey(BaseHTTPMiddleware):
@@ -65,7 +114,7 @@ class _ApiKey(BaseHTTPMiddleware):
 
     def __init__(self, app: Any, key: str) -> None:
         super().__init__(app)
-        self.key = key.encode()
+        self.key = key.encode("utf-8", "surrogateescape")  # the bytes given on the command line
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.path.startswith("/v1/") and not self._authorised(request):
@@ -81,7 +130,9 @@ class _ApiKey(BaseHTTPMiddleware):
         if given is None:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             given = token.strip() if scheme.lower() == "bearer" else ""
-        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.key)
+        # header values arrive decoded as latin-1: encoding them back gives the bytes sent, the
+        # UTF-8 of a non-ASCII key from curl or a browser
+        return hmac.compare_digest(given.encode("latin-1"), self.key)
 
 
 def create_app(
@@ -120,10 +171,12 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    description = describe_model(predictor)
+
     @app.get("/v1/model")
     def model() -> dict[str, Any]:
-        """The bundle's metadata (or the ONNX model's description)."""
-        return {"categories": predictor.categories, **predictor.metadata}
+        """Categories, image size, thresholds, target FPR, the model's identity and versions."""
+        return description
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -143,11 +196,7 @@ def create_app(
             raise HTTPException(status_code=422, detail=detail) from None
         data = image.file.read(limits.max_bytes + 1)
         rgb = decode_upload(data, predictor.image_size, limits)
-        prediction = batcher.predict(rgb, name, maps=heatmap)
-        encoded = None
-        if heatmap and prediction.anomaly_map is not None:
-            png = png_bytes(overlay(rgb, prediction.anomaly_map, prediction.threshold))
-            encoded = base64.b64encode(png).decode("ascii")
+        prediction, encoded = _verdict(batcher, rgb, name, heatmap=heatmap)
         return PredictResponse(
             category=name,
             score=prediction.score,
@@ -159,6 +208,31 @@ def create_app(
         )
 
     return app
+
+
+def _verdict(
+    batcher: MicroBatcher, rgb: np.ndarray, category: str, *, heatmap: bool
+) -> tuple[Prediction, str | None]:
+    """The prediction and, when asked, the base64 PNG overlay; a failure of the model is a 503
+    with a JSON reason, logged once (the model thread logs its own failures)."""
+    try:
+        prediction = batcher.predict(rgb, category, maps=heatmap)
+    except Exception as exc:
+        raise _model_failure(exc) from None
+    if not heatmap or prediction.anomaly_map is None:
+        return prediction, None
+    try:
+        png = png_bytes(overlay(rgb, prediction.anomaly_map, prediction.threshold))
+    except Exception as exc:
+        log.exception("heatmap overlay failed")
+        raise _model_failure(exc) from None
+    return prediction, base64.b64encode(png).decode("ascii")
+
+
+def _model_failure(exc: Exception) -> HTTPException:
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    detail = f"the model could not score this image ({type(exc).__name__}: {reason})"
+    return HTTPException(status_code=503, detail=detail)
 
 
 MODEL_ENV, DEVICE_ENV, BATCH_ENV = "SIMCLR_AD_MODEL", "SIMCLR_AD_DEVICE", "SIMCLR_AD_MAX_BATCH"

@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+from simclr_ad.bundle import METADATA_FILE, verify_bundle
 from simclr_ad.errors import UserError
 from simclr_ad.service import app as service_app
 from simclr_ad.service.uploads import UploadLimits
@@ -35,6 +36,18 @@ def check_port_free(host: str, port: int) -> None:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def check_model(model: Path) -> None:
+    """A UserError unless ``model`` is an ``.onnx`` file or a bundle whose hashes verify (the
+    bundle folder or the run folder above it); nothing is loaded."""
+    if model.suffix.lower() == ".onnx":
+        if not model.is_file():
+            raise UserError(f"ONNX model {model} does not exist")
+        return
+    if not (model / METADATA_FILE).exists() and (model / "model" / METADATA_FILE).exists():
+        model = model / "model"
+    verify_bundle(model)
+
+
 def serve(
     model: Path,
     *,
@@ -48,15 +61,11 @@ def serve(
 ) -> None:
     """Serve ``model`` (bundle folder or ``.onnx``) until interrupted.
 
-    The model is loaded once here first, so a bad bundle fails with one line before uvicorn
-    starts; with ``workers > 1`` each worker process loads its own copy. ``api_key``, when
-    given, is required on every ``/v1/*`` request.
+    With one worker the model is loaded here, so a bad bundle fails with one line before
+    uvicorn starts. With ``workers > 1`` each worker process loads its own copy and this process
+    only verifies the bundle's hashes (:func:`check_model`), so no idle copy stays in memory.
+    ``api_key``, when given, is required on every ``/v1/*`` request.
     """
-    import uvicorn
-
-    from simclr_ad.pipeline import resolve_device
-    from simclr_ad.predictor import open_predictor
-
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if max_batch < 1:
@@ -65,15 +74,50 @@ def serve(
         raise UserError("--api-key must not be empty")
     if not api_key and not is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it may use it", host)
-    predictor = open_predictor(model, resolve_device(device))
-    check_port_free(host, port)
     limits = UploadLimits()
     if max_upload_bytes is not None:
         limits = UploadLimits(max_bytes=max_upload_bytes)
     if workers == 1:
-        app = service_app.create_app(predictor, limits=limits, max_batch=max_batch, api_key=api_key)
-        uvicorn.run(app, host=host, port=port, log_level="info")
-        return
+        _serve_in_process(model, host, port, device, max_batch, limits, api_key)
+    else:
+        _serve_workers(model, host, port, workers, device, max_batch, limits, api_key)
+
+
+def _serve_in_process(
+    model: Path,
+    host: str,
+    port: int,
+    device: str,
+    max_batch: int,
+    limits: UploadLimits,
+    api_key: str | None,
+) -> None:
+    import uvicorn
+
+    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.predictor import open_predictor
+
+    predictor = open_predictor(model, resolve_device(device))
+    check_port_free(host, port)
+    app = service_app.create_app(predictor, limits=limits, max_batch=max_batch, api_key=api_key)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _serve_workers(
+    model: Path,
+    host: str,
+    port: int,
+    workers: int,
+    device: str,
+    max_batch: int,
+    limits: UploadLimits,
+    api_key: str | None,
+) -> None:
+    """``workers`` processes, each loading the model (told by variables); none loaded here."""
+    import uvicorn
+
+    check_model(model)
+    check_port_free(host, port)
     os.environ |= {
         service_app.MODEL_ENV: str(model.resolve()),
         service_app.DEVICE_ENV: device,
