@@ -1,7 +1,8 @@
 """Batch prediction over files and folders: one CSV row per image, optional heatmap overlays.
 
-An unreadable file gets its row with the error and the others go on. Images are decoded in a
-small thread pool (PIL releases the GIL), a batch at a time, so memory stays bounded.
+An unreadable file gets its row with the error and the others go on; when none can be read the
+command fails (after writing the rows). Images are decoded in a small thread pool (PIL releases
+the GIL), a batch at a time, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ CSV_COLUMNS = (
     "threshold",
     "is_anomalous",
     "error",
+    "heatmap",
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageFile:
-    """A file to score and the relative name of its heatmap (``<folder-relative path>.png``)."""
+    """A file to score and the relative name of its heatmap: the folder-relative path with
+    ``.png`` added to the whole file name (``a.jpg`` -> ``a.jpg.png``), so names never collide."""
 
     path: Path
     heatmap_name: Path
@@ -67,9 +70,9 @@ def collect_images(paths: Sequence[Path]) -> list[ImageFile]:
             files = sorted(
                 p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
-            found += [ImageFile(p, p.relative_to(root).with_suffix(".png")) for p in files]
+            found += [ImageFile(p, _overlay_name(p.relative_to(root))) for p in files]
         elif root.is_file():
-            found.append(ImageFile(root, Path(root.with_suffix(".png").name)))
+            found.append(ImageFile(root, _overlay_name(Path(root.name))))
         else:
             raise UserError(f"{root} does not exist")
     if not found:
@@ -78,13 +81,20 @@ def collect_images(paths: Sequence[Path]) -> list[ImageFile]:
     return _unique_heatmap_names(found)
 
 
+def _overlay_name(relative: Path) -> Path:
+    """``sub/a.jpg`` -> ``sub/a.jpg.png``: distinct file names give distinct overlay names."""
+    return relative.with_name(f"{relative.name}.png")
+
+
 def _unique_heatmap_names(files: list[ImageFile]) -> list[ImageFile]:
-    """Suffix ``-2``, ``-3``... where two inputs would share a heatmap file."""
+    """Where two inputs (from different folders, or a file given twice) share an overlay name,
+    the later one gets ``-2``, ``-3``... before ``.png``, skipping every name already taken."""
+    taken = {item.heatmap_name for item in files}
     seen: set[Path] = set()
     unique = []
     for item in files:
         name, n = item.heatmap_name, 1
-        while name in seen:
+        while name in seen or (n > 1 and name in taken):
             n += 1
             name = item.heatmap_name.with_name(f"{item.heatmap_name.stem}-{n}.png")
         seen.add(name)
@@ -119,9 +129,11 @@ def _batches(
         yield list(zip(chunk, pool.map(lambda f: _decode(f, size), chunk), strict=True))
 
 
-def _row(item: ImageFile, category: str, prediction: Prediction | None, error: str) -> list[str]:
+def _row(
+    item: ImageFile, category: str, prediction: Prediction | None, *, error: str, heatmap: str
+) -> list[str]:
     if prediction is None:
-        return [display_path(item.path), category, "", "", "", "", error]
+        return [display_path(item.path), category, "", "", "", "", error, heatmap]
     return [
         display_path(item.path),
         category,
@@ -130,6 +142,7 @@ def _row(item: ImageFile, category: str, prediction: Prediction | None, error: s
         f"{prediction.threshold:.6g}",
         str(prediction.is_anomalous).lower(),
         "",
+        heatmap,
     ]
 
 
@@ -146,6 +159,10 @@ def predict_files(
     """Score ``files`` as ``category``; CSV to ``out`` (stdout when None), overlays to ``heatmaps``.
 
     The CSV is written beside ``out`` and renamed into place when complete.
+
+    Raises:
+        UserError: when not one of ``files`` could be read (after the CSV with their reasons is
+            written), so that the command ends with a non-zero exit code.
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
@@ -161,6 +178,11 @@ def predict_files(
     finally:
         if staging is not None:
             staging.unlink(missing_ok=True)
+    if files and n_errors == len(files):
+        where = "the error column" if out is None else str(out)
+        raise UserError(
+            f"none of the {len(files)} images could be read; the reasons are in {where}"
+        )
     return PredictSummary(len(files), n_anomalous, n_errors, time.perf_counter() - started)
 
 
@@ -195,18 +217,21 @@ def _predict_into(
                 results = predictor.predict(pixels, category, maps=heatmaps is not None)
                 predictions = dict(zip(readable, results, strict=True))
             for i, (item, px) in enumerate(batch):
-                found = predictions.get(i)
+                found, written = predictions.get(i), ""
                 if found is not None and heatmaps is not None and isinstance(px, np.ndarray):
-                    _write_heatmap(heatmaps / item.heatmap_name, px, found)
-                writer.writerow(_row(item, category, found, px if isinstance(px, str) else ""))
+                    written = _write_heatmap(heatmaps / item.heatmap_name, px, found)
+                error = px if isinstance(px, str) else ""
+                writer.writerow(_row(item, category, found, error=error, heatmap=written))
                 n_anomalous += found is not None and found.is_anomalous
                 n_errors += found is None
             bar.update(len(batch))
     return n_anomalous, n_errors
 
 
-def _write_heatmap(path: Path, rgb: np.ndarray, prediction: Prediction) -> None:
+def _write_heatmap(path: Path, rgb: np.ndarray, prediction: Prediction) -> str:
+    """The overlay saved as ``path``; its displayed path, or "" when there is no map."""
     if prediction.anomaly_map is None:
-        return
+        return ""
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay(rgb, prediction.anomaly_map, prediction.threshold).save(path)
+    return display_path(path)

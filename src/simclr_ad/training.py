@@ -291,6 +291,7 @@ class Trainer:
             torch.cuda.manual_seed(derive_seed(s.seed, epoch, 3, self.dist.rank))
         started = time.perf_counter()
         total_loss = torch.zeros((), device=self.device)
+        used_lr = float(scheduler.get_last_lr()[0])
         bar = tqdm(
             range(steps),
             desc=f"epoch {epoch}/{s.epochs}",
@@ -302,6 +303,7 @@ class Trainer:
                 self.dist.rank * local : (self.dist.rank + 1) * local
             ]
             loss = self.train_step(pixels[rows], augment_generator, total=batch)
+            used_lr = float(scheduler.get_last_lr()[0])  # the rate this step was taken with
             scheduler.step()
             total_loss += loss
             if step % 5 == 0 or step == steps - 1:
@@ -313,7 +315,7 @@ class Trainer:
         return {
             "epoch": epoch,
             "loss": float(total_loss.item() / steps),
-            "lr": float(scheduler.get_last_lr()[0]),
+            "lr": used_lr,  # the epoch's last step's, not the next one's
             "seconds": seconds,
             "images_per_s": steps * batch / max(seconds, 1e-9),
         }
@@ -349,7 +351,7 @@ def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
 
 
 def write_train_log(path: Path, history: list[dict[str, float]]) -> None:
-    """``train_log.csv``: epoch, loss, lr, seconds, images/s."""
+    """``train_log.csv``: epoch, loss, lr (the rate of the epoch's last step), seconds, images/s."""
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
         writer.writeheader()

@@ -65,7 +65,8 @@ def test_predict_folder_with_a_corrupt_file(
     assert main([*argv, "--heatmaps", str(heatmaps)]) == 0
     rows = _rows(out)
     assert list(rows[0]) == [
-        "path", "category", "score", "normalized_score", "threshold", "is_anomalous", "error"
+        "path", "category", "score", "normalized_score", "threshold", "is_anomalous", "error",
+        "heatmap",
     ]  # fmt: skip
     assert len(rows) == 11  # 10 test images + the broken one, not the .txt
     broken = [r for r in rows if r["path"].endswith("broken.png")]
@@ -76,7 +77,8 @@ def test_predict_folder_with_a_corrupt_file(
         assert float(row["normalized_score"]) == pytest.approx(score / threshold, rel=1e-5)
         assert row["is_anomalous"] == str(score >= threshold).lower()
     overlays = sorted(heatmaps.rglob("*.png"))
-    assert len(overlays) == 10 and (heatmaps / "hole" / "000.png") in overlays
+    assert len(overlays) == 10 and (heatmaps / "hole" / "000.png.png") in overlays
+    assert {r["heatmap"] for r in scored} == {str(p) for p in overlays}
     assert Image.open(overlays[0]).size == (32, 32)
     assert main(argv) == 2  # the CSV exists: not replaced without --overwrite
     assert "already exists" in capsys.readouterr().err

@@ -235,9 +235,12 @@ def test_predict_single_unreadable_file_is_a_row(
     tiny_fabric_model: Path, tmp_path: Path, capsys
 ) -> None:
     path = UNREADABLE[0].write(tmp_path)
-    assert main(["-q", "predict", "--model", str(tiny_fabric_model), str(path)]) == 0
+    assert main(["-q", "predict", "--model", str(tiny_fabric_model), str(path)]) == 2
     out = capsys.readouterr()
-    assert "not a readable image" in out.out and "1 unreadable" in out.err
+    assert "not a readable image" in out.out  # the row, on stdout
+    assert out.err.strip() == (
+        "error: none of the 1 images could be read; the reasons are in the error column"
+    )
 
 
 # --- the service ----------------------------------------------------------------------------
