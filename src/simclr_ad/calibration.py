@@ -25,6 +25,16 @@ out more good images to move to the conformal rule.
 **Single score** (n = 1): 1.5 times that score (the score plus half its magnitude), a
 placeholder without any guarantee. With no score at all there is no threshold.
 
+**Where the good scores come from** (``source``). ``held-out``: a split of the training good
+images that the detector was never fitted on (the guarantee above holds as stated). ``cross-fitted``
+(the default, ``detector.fit_detector``): every training good image is scored by a detector fitted
+on the K − 1 folds that exclude it, so all n good images calibrate while the final detector is
+fitted on all of them. The scores are then not exactly exchangeable with a new part's score (each
+fold's bank differs); the cross-conformal bound of Barber et al. (2021, "Predictive inference with
+the jackknife+") still caps the false-alarm rate at 2α + O(1/n) in the worst case, and in practice
+it sits at or below α here, since the final bank, fitted on more good images than any fold's,
+scores new good parts lower than the fold banks scored theirs.
+
 ``normalize_scores`` divides scores by the threshold so 1.0 is the decision boundary.
 """
 
@@ -41,6 +51,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 METHODS = ("conformal", "gaussian-tail", "single-score")
+SOURCES = ("held-out", "cross-fitted")
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class Calibration:
         mean: mean of the validation scores.
         std: unbiased standard deviation of the validation scores (0 when n = 1).
         max_score: largest validation score.
+        source: where the scores came from: ``"held-out"`` or ``"cross-fitted"``.
+        folds: the number of folds of cross-fitted scores (0 for held-out ones).
     """
 
     threshold: float
@@ -64,10 +77,27 @@ class Calibration:
     mean: float
     std: float
     max_score: float
+    source: str = "held-out"
+    folds: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown calibration method {self.method!r}; valid: {METHODS}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown calibration source {self.source!r}; valid: {SOURCES}")
+
+    @property
+    def promise(self) -> str:
+        """In words: the false-alarm rate this threshold promises and what it rests on."""
+        rule = {
+            "conformal": "conformal quantile",
+            "gaussian-tail": "Student-t prediction bound",
+            "single-score": "1.5 × the only score (no guarantee)",
+        }[self.method]
+        source = f"{self.folds}-fold cross-fitted" if self.source == "cross-fitted" else "held-out"
+        return (
+            f"{rule} of {self.n} {source} good scores, target false-alarm rate {self.target_fpr:g}"
+        )
 
     def is_anomalous(self, scores: ArrayLike) -> NDArray[np.bool_]:
         """Whether each score is at or above the threshold (same shape as ``scores``)."""
@@ -79,9 +109,11 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Calibration:
-        """Rebuild from ``to_dict()`` output; missing or unknown keys are errors."""
+        """Rebuild from ``to_dict()`` output; missing or unknown keys are errors (``source`` and
+        ``folds`` may be missing: bundles made before cross-fitting held out their scores)."""
         names = [field.name for field in dataclasses.fields(cls)]
-        if set(values) != set(names):
+        optional = {"source", "folds"}
+        if not set(names) - optional <= set(values) <= set(names):
             raise ValueError(f"calibration keys must be {names}, got {sorted(values)}")
         return cls(
             threshold=float(values["threshold"]),
@@ -91,6 +123,8 @@ class Calibration:
             mean=float(values["mean"]),
             std=float(values["std"]),
             max_score=float(values["max_score"]),
+            source=str(values.get("source", "held-out")),
+            folds=int(values.get("folds", 0)),
         )
 
 
@@ -102,7 +136,9 @@ def conformal_rank(n: int, target_fpr: float) -> int:
     return math.ceil((n + 1) * (1 - target_fpr) - 1e-9)  # tolerance: 100 * 0.99 is not 99
 
 
-def calibrate_threshold(val_scores: ArrayLike, target_fpr: float = 0.01) -> Calibration:
+def calibrate_threshold(
+    val_scores: ArrayLike, target_fpr: float = 0.01, *, folds: int = 0
+) -> Calibration:
     """Threshold for a false-alarm rate ``target_fpr`` from held-out good images' scores.
 
     Conformal quantile when there are enough scores (n >= 1/α − 1), else a Gaussian-tail
@@ -111,6 +147,8 @@ def calibrate_threshold(val_scores: ArrayLike, target_fpr: float = 0.01) -> Cali
     Args:
         val_scores: anomaly scores (n,) of held-out good images.
         target_fpr: α, the share of good images that may be flagged, in (0, 1).
+        folds: K when the scores are K-fold cross-fitted (each from a detector that never saw
+            its image); 0 when they come from held-out images.
 
     Raises:
         ValueError: no scores, a non-finite score, or α outside (0, 1).
@@ -139,6 +177,8 @@ def calibrate_threshold(val_scores: ArrayLike, target_fpr: float = 0.01) -> Cali
         mean=float(scores.mean()),
         std=std,
         max_score=float(scores[-1]),
+        source="cross-fitted" if folds else "held-out",
+        folds=folds,
     )
 
 

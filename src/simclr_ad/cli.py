@@ -57,7 +57,25 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="cutpaste: weight of a per-location loss that learns where the defect was pasted, "
         "on the detector's patch stages (0: off)",
     )
-    p.add_argument("--val-fraction", type=float, help="share of train/good held out (default 0.1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of train/good held out for the thresholds with --calibration holdout (0.1)",
+    )
+    p.add_argument(
+        "--no-auto",
+        dest="auto",
+        action="store_const",
+        const=False,
+        help="pretrained weights: keep the defaults of epochs, image size and score rule as they "
+        "are (by default those left unset become 0 epochs, 512 px and the max rule)",
+    )
+    p.add_argument(
+        "--aspect",
+        choices=["auto", "square"],
+        help="auto (default): elongated images keep their aspect ratio, the shorter side at "
+        "--image-size; square: resized to a square",
+    )
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -76,6 +94,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--pooled", action="store_const", const=True, help="one scorer for all categories"
     )
     d.add_argument("--target-fpr", type=float, help="false-alarm rate for the thresholds (0.01)")
+    d.add_argument(
+        "--calibration",
+        choices=["crossfit", "holdout"],
+        help="crossfit (default): thresholds from cross-fitted scores of every good training "
+        "image; holdout: from a held-out --val-fraction",
+    )
+    d.add_argument(
+        "--calibration-folds", type=int, help="folds of the cross-fitted scores (default 5)"
+    )
     d.add_argument("--coreset-ratio", type=float, help="share of patches kept in the memory bank")
     d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")
     d.add_argument("--photometric", help="brightness correction: none | gain | standardize")

@@ -29,6 +29,11 @@ SCORE_RULES = ("max", "topk_mean")
 BANK_ROTATIONS = (1, 2, 4)  # quarter turns that keep a square image exact
 COVARIANCES = ("ledoit_wolf", "pinv")
 PHOTOMETRIC_MODES = ("none", "gain", "standardize")
+CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
+ASPECTS = ("auto", "square")  # data.shape.choose_shape
+# With pretrained weights and ``auto``, the keys still at their defaults take these values: the
+# detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
+PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule": "max"}
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -40,9 +45,11 @@ class TrainConfig:
     categories: tuple[str, ...] = ()  # empty: every category found under ``data``
     out: str = ""
     # data
-    val_fraction: float = 0.1
+    auto: bool = True  # pretrained weights: keys left at their defaults follow PRETRAINED_RECIPE
+    val_fraction: float = 0.1  # held out for the thresholds (calibration: holdout only)
     val_min: int = 5  # at least this many validation images where a category has 4x as many
-    image_size: int = 224
+    image_size: int = 224  # the side of square images; the shorter side of elongated ones
+    aspect: str = "auto"  # auto: elongated categories keep their aspect ratio; square: squash
     # model
     backbone: str = "resnet18"
     weights: str = "imagenet"  # imagenet | none | PATH to .safetensors / state dict
@@ -74,6 +81,8 @@ class TrainConfig:
     primary: str = "patch"
     pooled: bool = False  # one scorer and threshold over all categories (the write-up's setting)
     target_fpr: float = 0.01
+    calibration: str = "crossfit"  # thresholds from cross-fitted scores of all good images
+    calibration_folds: int = 5
     knn_k: int = 5
     mahalanobis_covariance: str = "ledoit_wolf"
     patch_stages: tuple[int, ...] = ()  # feature_info indices; empty: the stride-8 and -16 stages
@@ -109,6 +118,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("val_fraction", 0.0 <= cfg.val_fraction < 1.0, "a number in [0, 1)"),
         ("val_min", cfg.val_min >= 0, "an integer >= 0"),
         ("image_size", 32 <= cfg.image_size <= 2048, "an integer in [32, 2048]"),
+        ("aspect", cfg.aspect in ASPECTS, f"one of {', '.join(ASPECTS)}"),
         ("head_out", cfg.head_out >= 1, "an integer >= 1"),
         ("head_hidden", all(d >= 1 for d in cfg.head_hidden), "a list of positive integers"),
         (
@@ -148,6 +158,8 @@ def _validate(cfg: TrainConfig) -> None:
         ),
         ("primary", cfg.primary in cfg.scorers, f"one of the scorers ({', '.join(cfg.scorers)})"),
         ("target_fpr", 0.0 < cfg.target_fpr < 0.5, "a false-alarm rate in (0, 0.5)"),
+        ("calibration", cfg.calibration in CALIBRATIONS, f"one of {', '.join(CALIBRATIONS)}"),
+        ("calibration_folds", cfg.calibration_folds >= 2, "an integer >= 2"),
         ("knn_k", cfg.knn_k >= 1, "an integer >= 1"),
         (
             "mahalanobis_covariance",
@@ -232,6 +244,20 @@ def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> Tra
             f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
     return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+
+
+def apply_pretrained_recipe(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+    """With pretrained weights and ``auto``: every key of PRETRAINED_RECIPE that is still at
+    its default takes the recipe's value. Returns the config and what changed (key -> value)."""
+    if not config.auto or config.weights == "none":
+        return config, {}
+    defaults = TrainConfig()
+    changes = {
+        key: value
+        for key, value in PRETRAINED_RECIPE.items()
+        if getattr(config, key) == getattr(defaults, key)
+    }
+    return dataclasses.replace(config, **changes), changes
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -50,6 +50,8 @@ class DetectorSettings:
     photometric: str = "gain"
     batch_size: int = 32
     seed: int = 0
+    calibration: str = "crossfit"  # or "holdout": thresholds from a held-out split
+    calibration_folds: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class DetectorSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> DetectorSettings:
         tuples = {"scorers", "patch_stages"}
         values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        values.setdefault("calibration", "holdout")  # bundles made before cross-fitting
         return cls(**values)
 
 
@@ -74,12 +77,21 @@ class Detection(NamedTuple):
 
 @dataclasses.dataclass
 class ScorerSet:
-    """The fitted scorers of one category (or of the pooled group) and their calibrations."""
+    """The fitted scorers of one category (or of the pooled group) and their calibrations.
+
+    ``shape`` is the (height, width) its images are resized to; ``good_scores`` holds, per
+    scorer, the good scores that set the threshold (cross-fitted, in the order of
+    ``good_rows``, rows of the training images given to ``fit_detector``; empty for held-out
+    calibration, whose images the evaluation scores itself).
+    """
 
     patch: PatchScorer | None
     global_scorers: dict[str, GlobalScorer]
     photometric: Photometric = dataclasses.field(default_factory=Photometric)
     calibrations: dict[str, Calibration] = dataclasses.field(default_factory=dict)
+    shape: tuple[int, int] | None = None
+    good_scores: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    good_rows: Tensor | None = None
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -118,6 +130,11 @@ class Detector:
             raise KeyError(category)
         return self.groups[self.category_group[category]]
 
+    def input_shape(self, category: str) -> tuple[int, int]:
+        """(height, width) that images of ``category`` are resized to before scoring."""
+        shape = self.scorer_set(category).shape
+        return shape or (self.settings.image_size, self.settings.image_size)
+
     def threshold(self, category: str, scorer: str | None = None) -> float:
         """The calibrated threshold of ``scorer`` (default: the primary) for ``category``."""
         return self.scorer_set(category).calibrations[scorer or self.settings.primary].threshold
@@ -126,7 +143,7 @@ class Detector:
     def detect(
         self, pixels: Tensor, category: str, *, device: torch.device, maps: bool = True
     ) -> Detection:
-        """Score uint8 N×3×S×S images of ``category`` (S = ``settings.image_size``), all scorers."""
+        """Score uint8 N×3×H×W images of ``category`` (H×W = ``input_shape``), all scorers."""
         scorer_set = self.scorer_set(category)
         scores: dict[str, list[Tensor]] = {name: [] for name in self.settings.scorers}
         all_maps: list[Tensor] = []
@@ -138,12 +155,13 @@ class Detector:
             batch_size=self.settings.batch_size,
             photometric=scorer_set.photometric,
         )
+        shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
         for emb in batches:
             all_h.append(emb.h)
             for name, scorer in scorer_set.global_scorers.items():
                 scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
             if scorer_set.patch is not None and emb.patches is not None:
-                prediction = scorer_set.patch.predict(emb.patches, self.settings.image_size)
+                prediction = scorer_set.patch.predict(emb.patches, shape)
                 scores["patch"].append(prediction.scores)
                 if maps:
                     all_maps.append(prediction.maps)
@@ -176,50 +194,105 @@ def _new_global(name: str, settings: DetectorSettings) -> GlobalScorer:
     return create_global_scorer(kind, **params)
 
 
-def _fit_group(
-    embedder: Embedder, pixels: Tensor, settings: DetectorSettings, device: torch.device
-) -> ScorerSet:
-    """Fit every scorer on the good training images of one group, with bounded patch memory.
+class GoodFeatures(NamedTuple):
+    """What the scorers are fitted from: features of N good training images.
+
+    ``candidates`` are the patch features the memory bank is chosen from (a bounded random
+    subset), ``owners`` the image row of each; ``maps`` the full float16 patch maps of the
+    images in ``mapped`` (those scored out of fold), in that order.
+    """
+
+    h: Tensor  # N×C
+    z: Tensor  # N×D
+    candidates: Tensor  # M×P
+    owners: Tensor  # M
+    maps: Tensor | None  # R×P×h×w float16
+    mapped: Tensor  # R image rows
+
+
+MAX_CALIBRATION_IMAGES = 500  # cross-fitted scores: enough for a conformal 1% (>= 99)
+
+
+def collect_features(
+    embedder: Embedder,
+    pixels: Tensor,
+    settings: DetectorSettings,
+    photometric: Photometric,
+    device: torch.device,
+    *,
+    mapped: Tensor,
+) -> GoodFeatures:
+    """One pass over uint8 N×3×H×W good images: ``h``, ``z``, bounded patch candidates and the
+    patch maps of the ``mapped`` rows.
 
     With ``bank_rotations`` 2 or 4 the patch candidates also come from the images turned by
-    180° (or by 90, 180 and 270°; exact, square images), within the same candidate budget: for
-    parts that lie at any angle, a bank that has seen every orientation of their structure. The
-    global scorers see the images as they are.
+    180° (or by 90, 180 and 270°; exact for square images), within the same candidate budget:
+    for parts that lie at any angle, a bank that has seen every orientation of their structure.
+    The global features and the maps are of the images as they are.
     """
     n = pixels.shape[0]
-    h, z, patches = [], [], []
+    h, z, candidates, owners, maps = [], [], [], [], []
     per_image = None
     generator = torch.Generator().manual_seed(settings.seed)
-    photometric = Photometric.fit(settings.photometric, pixels)
     wants_patches = "patch" in settings.scorers
     step = 4 // settings.bank_rotations
     turns = range(0, 4, step) if wants_patches else range(1)  # quarter turns
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[mapped] = True
     for turn in turns:
         view = torch.rot90(pixels, turn, dims=(2, 3)) if turn else pixels
+        start = 0
         for emb in iter_embeddings(
             embedder, view, device=device, batch_size=settings.batch_size, photometric=photometric
         ):
+            rows = torch.arange(start, start + emb.h.shape[0])
+            start += emb.h.shape[0]
             if turn == 0:
                 h.append(emb.h)
                 z.append(emb.z)
-            if wants_patches and emb.patches is not None:
-                flat = flatten_patches(emb.patches)  # (b·h·w)×P
-                if per_image is None:
-                    grid = emb.patches.shape[-2] * emb.patches.shape[-1]
-                    budget = math.ceil(settings.max_patch_candidates / (n * len(turns)))
-                    per_image = min(grid, budget)
-                count = per_image * emb.patches.shape[0]
-                if count < flat.shape[0]:  # bounded memory for thousands of images
-                    flat = flat[torch.randperm(flat.shape[0], generator=generator)[:count]]
-                patches.append(flat)
-    features = {"h": torch.cat(h), "z": torch.cat(z)}
+            if not wants_patches or emb.patches is None:
+                continue
+            if turn == 0 and keep[rows].any():
+                maps.append(emb.patches[keep[rows]].half())
+            flat = flatten_patches(emb.patches)  # (b·h·w)×P
+            grid = emb.patches.shape[-2] * emb.patches.shape[-1]
+            owner = rows.repeat_interleave(grid)
+            if per_image is None:
+                budget = math.ceil(settings.max_patch_candidates / (n * len(turns)))
+                per_image = min(grid, budget)
+            count = per_image * emb.patches.shape[0]
+            if count < flat.shape[0]:  # bounded memory for thousands of images
+                chosen = torch.randperm(flat.shape[0], generator=generator)[:count]
+                flat, owner = flat[chosen], owner[chosen]
+            candidates.append(flat)
+            owners.append(owner)
+    return GoodFeatures(
+        h=torch.cat(h),
+        z=torch.cat(z),
+        candidates=torch.cat(candidates) if candidates else torch.empty(0),
+        owners=torch.cat(owners) if owners else torch.empty(0, dtype=torch.int64),
+        maps=torch.cat(maps) if maps else None,
+        mapped=torch.nonzero(keep).flatten(),
+    )
+
+
+def fit_scorers(
+    features: GoodFeatures,
+    rows: Tensor,
+    settings: DetectorSettings,
+    photometric: Photometric,
+    device: torch.device,
+) -> ScorerSet:
+    """Every configured scorer fitted on the images ``rows`` (a bool mask over N) only."""
     global_scorers = {
-        name: _new_global(name, settings).fit(features[_split_name(name)[1]])
+        name: _new_global(name, settings).fit(
+            (features.h if _split_name(name)[1] == "h" else features.z)[rows]
+        )
         for name in settings.scorers
         if name != "patch"
     }
     patch = None
-    if patches:
+    if features.candidates.numel():
         patch = PatchScorer(
             coreset_ratio=settings.coreset_ratio,
             k=settings.patch_k,
@@ -227,9 +300,82 @@ def _fit_group(
             score_rule=settings.score_rule,
             topk_fraction=settings.topk_fraction,
             seed=settings.seed,
-        ).fit(torch.cat(patches).to(device))  # the greedy coreset is much faster on a GPU
+        ).fit(features.candidates[rows[features.owners]].to(device))  # coreset: fast on a GPU
         patch.to(torch.device("cpu"))
     return ScorerSet(patch, global_scorers, photometric)
+
+
+def fold_of(n: int, folds: int, seed: int) -> Tensor:
+    """A seeded assignment of n images to ``min(folds, n)`` folds of (nearly) equal size."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    assignment = torch.empty(n, dtype=torch.int64)
+    assignment[order] = torch.arange(n) % min(folds, n)
+    return assignment
+
+
+def cross_fitted_scores(
+    features: GoodFeatures,
+    fitted: ScorerSet,
+    settings: DetectorSettings,
+    shape: tuple[int, int],
+) -> dict[str, Tensor]:
+    """Out-of-fold scores of the ``features.mapped`` images, per scorer: each image is scored by
+    scorers that never saw it (K = ``settings.calibration_folds`` folds of the N images).
+
+    The global scorers are refitted on the other folds. The patch scorer's fold bank is the
+    fitted (final) bank less every patch taken from the fold's images: the same coreset, with
+    holes where those images' own patches were, so no image is matched to itself and no second
+    coreset selection is run.
+    """
+    n = features.h.shape[0]
+    fold = fold_of(n, settings.calibration_folds, settings.seed)
+    scores = {name: torch.empty(len(features.mapped)) for name in settings.scorers}
+    bank_owner = None
+    if fitted.patch is not None and fitted.patch.kept is not None:
+        bank_owner = features.owners[fitted.patch.kept]
+    for f in range(int(fold.max()) + 1):
+        here = torch.nonzero(fold[features.mapped] == f).flatten()  # positions in ``mapped``
+        if here.numel() == 0:
+            continue
+        rows = features.mapped[here]
+        for name in fitted.global_scorers:
+            feature = features.h if _split_name(name)[1] == "h" else features.z
+            scorer = _new_global(name, settings).fit(feature[fold != f])
+            scores[name][here] = scorer.score(feature[rows])
+        if fitted.patch is not None and features.maps is not None and bank_owner is not None:
+            patch = fitted.patch.without(fold[bank_owner] == f)
+            for chunk in here.split(settings.batch_size):
+                scores["patch"][chunk] = patch.predict(features.maps[chunk].float(), shape).scores
+    return scores
+
+
+def _fit_group(
+    embedder: Embedder, pixels: Tensor, settings: DetectorSettings, device: torch.device
+) -> ScorerSet:
+    """Fit every scorer on all the good training images of one group, with bounded patch memory;
+    with ``calibration="crossfit"`` also their cross-fitted scores, and the thresholds."""
+    n = pixels.shape[0]
+    photometric = Photometric.fit(settings.photometric, pixels)
+    crossfit = settings.calibration == "crossfit"
+    if crossfit and n < 2:
+        raise ValueError("cross-fitted calibration needs at least 2 good training images")
+    mapped = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed + 1))
+    mapped = mapped[:MAX_CALIBRATION_IMAGES].sort().values if crossfit else mapped[:0]
+    features = collect_features(embedder, pixels, settings, photometric, device, mapped=mapped)
+    scorer_set = fit_scorers(
+        features, torch.ones(n, dtype=torch.bool), settings, photometric, device
+    )
+    scorer_set.shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    if crossfit:
+        scores = cross_fitted_scores(features, scorer_set, settings, scorer_set.shape)
+        folds = min(settings.calibration_folds, n)
+        scorer_set.good_scores = scores
+        scorer_set.good_rows = features.mapped
+        scorer_set.calibrations = {
+            name: calibrate_threshold(s.numpy(), target_fpr=settings.target_fpr, folds=folds)
+            for name, s in scores.items()
+        }
+    return scorer_set
 
 
 def fit_detector(
@@ -240,12 +386,16 @@ def fit_detector(
     *,
     device: torch.device,
 ) -> Detector:
-    """Fit the scorers on good training images, then calibrate thresholds on validation images.
+    """Fit the scorers on good training images and calibrate their thresholds.
+
+    With ``settings.calibration == "crossfit"`` (the default) every training image is fitted on
+    and the thresholds come from cross-fitted scores (``cross_fitted_scores``); ``val`` is not
+    used. With ``"holdout"`` the thresholds come from the held-out ``val`` images.
 
     Args:
         model: the trained SimCLR model.
-        train: category -> uint8 N×3×S×S good training images (never the validation ones).
-        val: category -> uint8 held-out good images, used only for the thresholds.
+        train: category -> uint8 N×3×H×W good training images (never the validation ones).
+        val: category -> uint8 held-out good images, used only for holdout thresholds.
         settings: detector settings.
         device: where to run the encoder.
     """
@@ -261,6 +411,8 @@ def fit_detector(
         groups[group] = _fit_group(embedder, pixels, settings, device)
     category_group = {c: g for g, cs in members.items() for c in cs}
     detector = Detector(embedder, settings, groups, category_group)
+    if settings.calibration == "crossfit":
+        return detector
     for group, categories in members.items():
         held_out = [val[c] for c in categories if c in val and val[c].shape[0] > 0]
         if not held_out:
@@ -291,8 +443,13 @@ def detector_state(detector: Detector) -> tuple[dict[str, Tensor], dict[str, Any
                 "params": scorer.params(),
                 "calibration": scorer_set.calibrations[name].to_dict(),
             }
+        for name, good in scorer_set.good_scores.items():
+            tensors[f"calibration.{group}.{name}"] = good.float().contiguous()
+        if scorer_set.good_rows is not None:
+            tensors[f"calibration.{group}.rows"] = scorer_set.good_rows.long().contiguous()
         groups[group] = {
             "photometric": dataclasses.asdict(scorer_set.photometric),
+            "shape": list(scorer_set.shape) if scorer_set.shape else None,
             "scorers": entries,
         }
     thresholds = {
@@ -316,7 +473,14 @@ def detector_from_state(
     groups: dict[str, ScorerSet] = {}
     for group, entry_set in metadata["groups"].items():
         photometric = Photometric(**entry_set["photometric"])
-        scorer_set = ScorerSet(patch=None, global_scorers={}, photometric=photometric)
+        shape = entry_set.get("shape")
+        scorer_set = ScorerSet(
+            patch=None,
+            global_scorers={},
+            photometric=photometric,
+            shape=(int(shape[0]), int(shape[1])) if shape else None,
+            good_rows=tensors.get(f"calibration.{group}.rows"),
+        )
         for name, entry in entry_set["scorers"].items():
             state = unprefixed(dict(tensors), f"scorer.{group}.{name}.")
             if name == "patch":
@@ -327,6 +491,8 @@ def detector_from_state(
                     entry["params"], state
                 )
             scorer_set.calibrations[name] = Calibration.from_dict(entry["calibration"])
+            if f"calibration.{group}.{name}" in tensors:
+                scorer_set.good_scores[name] = tensors[f"calibration.{group}.{name}"]
         groups[group] = scorer_set
     embedder = Embedder(model, settings.patch_stages or None)
     return Detector(embedder, settings, groups, dict(metadata["category_group"]))

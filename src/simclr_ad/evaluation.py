@@ -30,7 +30,7 @@ from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, scorer_names
 from simclr_ad.errors import UserError
 from simclr_ad.metrics import aupro, image_metrics, per_defect_auroc, pixel_auroc
-from simclr_ad.pipeline import LoadedDetector, load_detector
+from simclr_ad.pipeline import LoadedDetector, held_out_fraction, load_detector
 from simclr_ad.report.data import (
     DATA_DIR,
     MAX_TRAIN_POINTS,
@@ -88,9 +88,9 @@ def score_category(
 ) -> CategoryScores:
     """Decode and score one category's test images."""
     config = loaded.metadata["training"]["config"]
-    size = loaded.detector.settings.image_size
+    size = loaded.detector.input_shape(category)
     split = load_category(
-        root, category, val_fraction=config["val_fraction"], val_min=config["val_min"]
+        root, category, val_fraction=held_out_fraction(config), val_min=config["val_min"]
     )
     if not split.test:
         raise UserError(f"category {category} has no test images under {root / category / 'test'}")
@@ -104,13 +104,12 @@ def score_category(
     started = time.perf_counter()
     detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
     seconds = time.perf_counter() - started
-    val_scores = None
-    val_samples: tuple[Sample, ...] = ()
+    val_scores, val_samples = _good_scores(loaded, root, category)
     if split.val:  # the lighting-shift-free control: held-out good images of the training set
         val = decode_images(split.val, size)
         if val.samples:
-            val_scores = loaded.detector.detect(val.pixels, category, device=device, maps=False)
-            val_samples = val.samples
+            detected = loaded.detector.detect(val.pixels, category, device=device, maps=False)
+            val_scores, val_samples = detected.scores, val.samples
     counts = {
         "train_good": len(split.train),
         "val_good": len(split.val),
@@ -127,12 +126,25 @@ def score_category(
         seconds,
         decoded.pixels,
         split.train,
-        val_scores=None if val_scores is None else val_scores.scores,
+        val_scores=val_scores,
         val_samples=val_samples,
     )
 
 
-def _read_mask(path: Path | None, size: int) -> np.ndarray:
+def _good_scores(
+    loaded: LoadedDetector, root: Path, category: str
+) -> tuple[dict[str, torch.Tensor] | None, tuple[Sample, ...]]:
+    """The cross-fitted good scores that set the thresholds, with their images, from the bundle
+    (None where the thresholds came from a held-out split, which is scored instead)."""
+    files = loaded.metadata["training"].get("calibration_files", {}).get(category)
+    scores = loaded.detector.scorer_set(category).good_scores
+    if not files or not scores:
+        return None, ()
+    samples = tuple(Sample(root / name, category, "good", 0) for name in files)
+    return dict(scores), samples
+
+
+def _read_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
     """A ground-truth mask; an unreadable one refuses the evaluation (pixel metrics need it)."""
     try:
         return read_mask(path, size)
@@ -157,6 +169,8 @@ def category_metrics(loaded: LoadedDetector, result: CategoryScores, scorer: str
     defects = [s.defect_type for s in result.samples]
     image = image_metrics(scores, labels, threshold).to_dict()
     image |= _auroc_vs_val_good(result, scores[labels == 1], scorer, threshold)
+    calibration = loaded.detector.scorer_set(result.category).calibrations[scorer]
+    image["calibration"] = {**calibration.to_dict(), "promise": calibration.promise}
     return {
         "image": image,
         "pixel": pixel,
@@ -170,12 +184,12 @@ def category_metrics(loaded: LoadedDetector, result: CategoryScores, scorer: str
 def _auroc_vs_val_good(
     result: CategoryScores, defect_scores: np.ndarray, scorer: str, threshold: float
 ) -> dict[str, Any]:
-    """AUROC (and CI) of the test defects against the held-out good *training* images.
+    """AUROC (and CI) of the test defects against the good *training* images that set the
+    threshold: held out, or cross-fitted (each scored by a detector fitted without it).
 
     A control free of any shift between the training and the test good parts (MVTec screw's
     good test parts are darker than every training part): both negatives and the fitted data
-    come from the same acquisition. The validation images calibrate the threshold but are never
-    fitted on. None where a category has no validation images or no defects.
+    come from the same acquisition. None where a category has no such scores or no defects.
     """
     if result.val_scores is None or defect_scores.size == 0:
         return {"auroc_vs_val_good": None, "auroc_vs_val_good_ci95": None}
@@ -291,7 +305,8 @@ def report_data(
     the gallery's thumbnails, maps, masks and nearest training images."""
     chosen = [result.train[i] for i in spread_subset(len(result.train), MAX_TRAIN_POINTS)]
     # for the figures only: unreadable files were counted when the model was trained
-    train = decode_images(chosen, loaded.detector.settings.image_size, max_bad_fraction=1.0)
+    size = loaded.detector.input_shape(result.category)
+    train = decode_images(chosen, size, max_bad_fraction=1.0)
     h_train = loaded.detector.embed(train.pixels, result.category, device=device)
     primary = loaded.detector.settings.primary
     gallery = select_gallery(

@@ -32,7 +32,11 @@ from simclr_ad.scoring.patch import PatchScorer, gaussian_blur
 log = logging.getLogger(__name__)
 
 OPSET = 17
-PARITY_TOLERANCE = 1e-4  # relative difference of the image scores, ONNX Runtime vs PyTorch
+# ONNX Runtime vs PyTorch image scores: the largest difference relative to the scores' scale.
+# float32 through a deep encoder drifts by ~1e-4 between runtimes (1.7e-4 seen on a valid
+# random-init export); a wrong graph (no smoothing, another bank, a wrong score rule) moves the
+# scores by percents.
+PARITY_TOLERANCE = 1e-3
 
 
 class DetectorGraph(nn.Module):
@@ -42,27 +46,31 @@ class DetectorGraph(nn.Module):
         embedder: the feature extractor (its patch stages are used).
         scorer: the category's fitted patch scorer (memory bank K×C).
         photometric: the category's brightness correction.
-        image_size: S, the side of the input images and of the maps.
+        shape: (H, W) of the input images and of the maps.
     """
 
     bank: Tensor  # K×C
     bank_sq: Tensor  # K, squared norms
 
     def __init__(
-        self, embedder: Embedder, scorer: PatchScorer, photometric: Photometric, image_size: int
+        self,
+        embedder: Embedder,
+        scorer: PatchScorer,
+        photometric: Photometric,
+        shape: tuple[int, int],
     ) -> None:
         super().__init__()
         self.embedder = embedder
         self.scorer = scorer
         self.photometric = photometric
-        self.image_size = image_size
+        self.shape = shape
         bank = scorer.state_dict()["bank"].float()
         self.register_buffer("bank", bank)  # K×C
         self.register_buffer("bank_sq", (bank * bank).sum(dim=1))  # K
         self.k = min(scorer.k, bank.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalised B×3×S×S -> (scores B, anomaly maps B×S×S)."""
+        """Normalised B×3×H×W -> (scores B, anomaly maps B×H×W)."""
         x = self.photometric.apply(x)
         encoder = self.embedder.model.encoder
         stages = encoder.forward_intermediates(  # type: ignore[operator]
@@ -75,20 +83,19 @@ class DetectorGraph(nn.Module):
         nearest = ranking.topk(self.k, dim=1, largest=False).indices  # (B·h·w)×k
         differences = queries[:, None, :] - self.bank[nearest]  # (B·h·w)×k×C
         distances = torch.linalg.vector_norm(differences, dim=2).mean(dim=1)  # B·h·w
-        size = (self.image_size, self.image_size)
         maps = F.interpolate(
-            distances.reshape(-1, 1, h, w), size=size, mode="bilinear", align_corners=False
+            distances.reshape(-1, 1, h, w), size=self.shape, mode="bilinear", align_corners=False
         )
-        maps = gaussian_blur(maps[:, 0], sigma=self.scorer.sigma)  # B×S×S
+        maps = gaussian_blur(maps[:, 0], sigma=self.scorer.sigma)  # B×H×W
         return self.image_scores(maps), maps
 
     def image_scores(self, maps: Tensor) -> Tensor:
         """``PatchScorer.image_scores`` with the pixel count known ahead (traced shapes are
-        tensors): B×S×S -> B."""
-        pixels = maps.reshape(maps.shape[0], -1)  # B×S²
+        tensors): B×H×W -> B."""
+        pixels = maps.reshape(maps.shape[0], -1)  # B×(H·W)
         if self.scorer.score_rule == "max":
             return pixels.amax(dim=1)
-        n = max(1, round(self.scorer.topk_fraction * self.image_size**2))
+        n = max(1, round(self.scorer.topk_fraction * self.shape[0] * self.shape[1]))
         return pixels.topk(n, dim=1).values.mean(dim=1)
 
 
@@ -103,14 +110,16 @@ class ExportResult:
     max_relative_difference: float
 
 
-def sample_images(size: int, n: int = 4, seed: int = 0) -> Tensor:
-    """Deterministic uint8 n×3×S×S check images: mid grey, a gradient, then seeded noise."""
+def sample_images(size: int | tuple[int, int], n: int = 4, seed: int = 0) -> Tensor:
+    """Deterministic uint8 n×3×H×W check images (``size``: S or (H, W)): mid grey, a gradient,
+    then seeded noise."""
+    height, width = (size, size) if isinstance(size, int) else size
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, 3, height, width), generator=generator, dtype=torch.uint8)
     images[0] = 128
     if n > 1:
-        ramp = torch.linspace(0, 255, size).round().to(torch.uint8)
-        images[1] = ramp.view(1, 1, size).expand(3, size, size)
+        ramp = torch.linspace(0, 255, width).round().to(torch.uint8)
+        images[1] = ramp.view(1, 1, width).expand(3, height, width)
     return images
 
 
@@ -120,7 +129,7 @@ def export_onnx(
     """Export ``category``'s detector to ``out`` and check it against PyTorch.
 
     The file is written beside ``out`` and moved into place only once onnxruntime reproduced
-    the PyTorch scores of the sample images within ``PARITY_TOLERANCE`` (relative).
+    the PyTorch scores of the sample images within ``PARITY_TOLERANCE`` (of their scale).
     """
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or add --overwrite")
@@ -133,7 +142,7 @@ def export_onnx(
     scorer_set = detector.scorer_set(category)
     if scorer_set.patch is None:
         raise UserError(f"the model has no patch scorer for {category!r}")
-    size = detector.settings.image_size
+    size = detector.input_shape(category)
     graph = DetectorGraph(detector.embedder, scorer_set.patch, scorer_set.photometric, size)
     graph = graph.cpu().eval()
     images = sample_images(size)
@@ -186,8 +195,9 @@ def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> N
         "format": 1,
         "category": category,
         "image_size": predictor.image_size,
-        "input": "float32 B×3×S×S, RGB scaled to [0, 1] then ImageNet-normalised",
-        "outputs": {"score": "B", "anomaly_map": "B×S×S"},
+        "input_shape": list(predictor.input_shape(category)),
+        "input": "float32 B×3×H×W (input_shape), RGB scaled to [0, 1] then ImageNet-normalised",
+        "outputs": {"score": "B", "anomaly_map": "B×H×W"},
         "scorer": predictor.primary,
         "threshold": calibration.threshold,
         "calibration": calibration.to_dict(),
@@ -210,5 +220,6 @@ def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> N
 
 
 def _max_relative_difference(reference: list[float], other: list[float]) -> float:
+    """max |a - b| over the images, divided by the largest |a| (the scores' scale)."""
     a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-12)))
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))

@@ -18,8 +18,9 @@ import torch
 from simclr_ad import __version__
 from simclr_ad.bundle import Bundle, load_bundle, prefixed, save_bundle, unprefixed
 from simclr_ad.checkpoint import load_checkpoint
-from simclr_ad.config import TrainConfig, build_config, dump_yaml
+from simclr_ad.config import TrainConfig, apply_pretrained_recipe, build_config, dump_yaml
 from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
+from simclr_ad.data.images import display_path
 from simclr_ad.data.mvtec import (
     CategorySplit,
     Sample,
@@ -27,6 +28,7 @@ from simclr_ad.data.mvtec import (
     load_category,
     resolve_categories,
 )
+from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import DecodedImages, decode_images
 from simclr_ad.detector import (
     Detector,
@@ -124,13 +126,21 @@ def prepare_run_dir(out: Path, *, resuming_into_same: bool, overwrite: bool) -> 
     out.mkdir(parents=True, exist_ok=True)
 
 
+def held_out_fraction(config: TrainConfig | dict[str, Any]) -> float:
+    """The share of train/good held out: ``val_fraction`` for holdout calibration, none for
+    cross-fitted calibration (every good image is fitted on and calibrates)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else config
+    holdout = values.get("calibration", "holdout") == "holdout"  # older runs held out
+    return float(values["val_fraction"]) if holdout else 0.0
+
+
 def load_splits(config: TrainConfig) -> list[CategorySplit]:
     """Every requested category's samples, with the validation good images held out."""
     root = Path(config.data)
     names = resolve_categories(root, config.categories)
+    fraction = held_out_fraction(config)
     return [
-        load_category(root, name, val_fraction=config.val_fraction, val_min=config.val_min)
-        for name in names
+        load_category(root, name, val_fraction=fraction, val_min=config.val_min) for name in names
     ]
 
 
@@ -164,11 +174,23 @@ def detector_settings(config: TrainConfig) -> DetectorSettings:
         photometric=config.photometric,
         batch_size=config.eval_batch_size,
         seed=config.seed,
+        calibration=config.calibration,
+        calibration_folds=config.calibration_folds,
     )
 
 
+def input_shapes(config: TrainConfig, splits: list[CategorySplit]) -> dict[str, tuple[int, int]]:
+    """(height, width) of each category's images (``data.shape``); square for a pooled detector,
+    whose categories share one memory bank."""
+    aspect = "square" if config.pooled else config.aspect
+    return {s.category: choose_shape(s.train, config.image_size, aspect) for s in splits}
+
+
 def decode_train_val(
-    splits: list[CategorySplit], size: int, *, cache_dir: Path | None = None
+    splits: list[CategorySplit],
+    shapes: dict[str, tuple[int, int]],
+    *,
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, DecodedImages], dict[str, DecodedImages]]:
     """Decoded training and validation good images of every category (val only where it has some).
 
@@ -178,7 +200,9 @@ def decode_train_val(
     train: dict[str, DecodedImages] = {}
     val: dict[str, DecodedImages] = {}
     for split in splits:
-        both = decode_images([*split.train, *split.val], size, cache_dir=cache_dir)
+        both = decode_images(
+            [*split.train, *split.val], shapes[split.category], cache_dir=cache_dir
+        )
         train[split.category] = both.subset(split.train)
         if split.val:
             val[split.category] = both.subset(split.val)
@@ -220,6 +244,21 @@ def load_detector(folder: Path) -> LoadedDetector:
     return LoadedDetector(model, detector, meta)
 
 
+def calibration_files(
+    detector: Detector, train: dict[str, DecodedImages], root: Path
+) -> dict[str, list[str]]:
+    """Per category, the training images whose cross-fitted scores set the thresholds (paths
+    relative to the data root, in the order of the stored scores); pooled groups have none."""
+    files: dict[str, list[str]] = {}
+    for category, decoded in train.items():
+        rows = detector.scorer_set(category).good_rows
+        if rows is None or detector.settings.pooled:
+            continue
+        paths = [decoded.samples[int(r)].path for r in rows]
+        files[category] = [display_path(p.relative_to(root)) for p in paths]
+    return files
+
+
 def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeState:
     done, total = int(checkpoint["epoch"]), int(checkpoint["total_epochs"])
     if config.epochs < done:
@@ -241,7 +280,11 @@ def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeStat
 
 
 def model_metadata(
-    config: TrainConfig, categories: list[str], train: list[Sample], extra: dict[str, Any]
+    config: TrainConfig,
+    categories: list[str],
+    train: list[Sample],
+    extra: dict[str, Any],
+    shapes: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """The JSON half of the bundle: what is needed to rebuild and use the model."""
     return {
@@ -249,8 +292,9 @@ def model_metadata(
         "model": dataclasses.asdict(model_spec(config)),
         "preprocessing": {
             "image_size": config.image_size,
+            "input_shapes": {c: list(hw) for c, hw in (shapes or {}).items()},
             "decode": "8-bit RGB, EXIF orientation applied",
-            "resize": "bicubic, antialiased, to image_size × image_size",
+            "resize": "bicubic, antialiased, to the category's input_shapes (height, width)",
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
         },
@@ -293,6 +337,7 @@ def train(
         overwrite: replace an existing run's checkpoints.
     """
     started = time.perf_counter()
+    config, recipe = apply_pretrained_recipe(config)
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
@@ -300,7 +345,7 @@ def train(
     try:
         if resume is not None and checkpoint is None:
             checkpoint = load_checkpoint(resume)
-        return _train(config, device, dist, resume, checkpoint, overwrite, started)
+        return _train(config, device, dist, resume, checkpoint, overwrite, started, recipe)
     finally:
         shutdown_distributed()
 
@@ -313,6 +358,7 @@ def _train(
     checkpoint: dict[str, Any] | None,
     overwrite: bool,
     started: float,
+    recipe: dict[str, Any],
 ) -> TrainResult:
     out = Path(config.out)
     if dist.is_main:
@@ -320,6 +366,11 @@ def _train(
         prepare_run_dir(out, resuming_into_same=same, overwrite=overwrite)
         (out / "config.yaml").write_text(dump_yaml(config))
     splits = load_splits(config)
+    if recipe and dist.is_main:  # said once the data is known to be there
+        log.info(
+            "pretrained weights: %s (keys left at their defaults; --no-auto keeps those)",
+            ", ".join(f"{k} {v}" for k, v in recipe.items()),
+        )
     torch.manual_seed(
         config.seed
     )  # the random init of the head (and of the encoder with weights=none)
@@ -331,7 +382,7 @@ def _train(
     )
     if dist.is_main:
         write_train_log(out / "train_log.csv", history)
-        _fit_and_save(model.eval(), config, splits, history, device, started)
+        _fit_and_save(model.eval(), config, splits, history, device, started, recipe)
     return TrainResult(
         run_dir=out,
         model_dir=out / "model",
@@ -436,10 +487,12 @@ def _fit_and_save(
     history: list[dict[str, float]],
     device: torch.device,
     started: float,
+    recipe: dict[str, Any],
 ) -> None:
-    """Fit the scorers on train good images, calibrate on validation, save ``RUN/model``."""
+    """Fit the scorers on train good images, calibrate their thresholds, save ``RUN/model``."""
     out = Path(config.out)
-    train, val = decode_train_val(splits, config.image_size, cache_dir=out)
+    shapes = input_shapes(config, splits)
+    train, val = decode_train_val(splits, shapes, cache_dir=out)
     detector = fit_detector(
         model,
         train={c: d.pixels for c, d in train.items()},
@@ -454,6 +507,9 @@ def _fit_and_save(
         "n_train": sum(len(d.samples) for d in train.values()),
         "n_val": sum(len(d.samples) for d in val.values()),
         "n_skipped": sum(len(d.skipped) for d in [*train.values(), *val.values()]),
+        "calibration_files": calibration_files(detector, train, Path(config.data)),
+        "pretrained_recipe": recipe,
     }
-    metadata = model_metadata(config, [split.category for split in splits], train_samples, extra)
+    categories = [split.category for split in splits]
+    metadata = model_metadata(config, categories, train_samples, extra, shapes)
     save_detector(out / "model", model.cpu(), detector, metadata)

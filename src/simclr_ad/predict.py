@@ -113,8 +113,8 @@ def check_outputs(out: Path | None, heatmaps: Path | None, *, overwrite: bool) -
             raise UserError(f"--heatmaps {heatmaps} is not empty; choose another or --overwrite")
 
 
-def _decode(item: ImageFile, size: int) -> np.ndarray | str:
-    """S×S×3 uint8 pixels, or the reason the file cannot be read."""
+def _decode(item: ImageFile, size: tuple[int, int]) -> np.ndarray | str:
+    """H×W×3 uint8 pixels, or the reason the file cannot be read."""
     try:
         return read_rgb(item.path, size)
     except UnreadableImageError as exc:
@@ -122,7 +122,10 @@ def _decode(item: ImageFile, size: int) -> np.ndarray | str:
 
 
 def _batches(
-    files: Sequence[ImageFile], size: int, batch_size: int, pool: ThreadPoolExecutor
+    files: Sequence[ImageFile],
+    size: tuple[int, int],
+    batch_size: int,
+    pool: ThreadPoolExecutor,
 ) -> Iterator[list[tuple[ImageFile, np.ndarray | str]]]:
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
@@ -209,7 +212,7 @@ def _predict_into(
         tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar,
         ThreadPoolExecutor(max_workers=4) as pool,
     ):
-        for batch in _batches(files, predictor.image_size, batch_size, pool):
+        for batch in _batches(files, predictor.input_shape(category), batch_size, pool):
             readable = [i for i, (_, px) in enumerate(batch) if isinstance(px, np.ndarray)]
             predictions: dict[int, Prediction] = {}
             if readable:

@@ -1,10 +1,10 @@
 """Predictors: a saved detector (bundle or ONNX file) that turns images into verdicts.
 
-Both kinds take uint8 N×3×S×S images of one category (S = ``image_size``) and return one
-:class:`Prediction` per image: the primary scorer's score, its calibrated threshold, the score
-divided by the threshold (1.0 = the threshold) and, when asked, the anomaly map. The bundle runs
-through PyTorch (:class:`BundlePredictor`), an exported ``.onnx`` file through onnxruntime
-(:class:`OnnxPredictor`); ``open_predictor`` picks one by the path.
+Both kinds take uint8 N×3×H×W images of one category (H×W = ``input_shape(category)``) and
+return one :class:`Prediction` per image: the primary scorer's score, its calibrated threshold,
+the score divided by the threshold (1.0 = the threshold) and, when asked, the anomaly map. The
+bundle runs through PyTorch (:class:`BundlePredictor`), an exported ``.onnx`` file through
+onnxruntime (:class:`OnnxPredictor`); ``open_predictor`` picks one by the path.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class Predictor:
     categories: list[str]
     metadata: dict[str, Any]
 
+    def input_shape(self, category: str) -> tuple[int, int]:
+        """(height, width) that images of ``category`` are resized to."""
+        return self.image_size, self.image_size
+
     def resolve_category(self, category: str | None) -> str:
         """``category``, or the only one; a UserError names the valid choices."""
         if category is None or category == "":
@@ -111,6 +115,9 @@ class BundlePredictor(Predictor):
         self.categories = loaded.detector.categories
         self.metadata = loaded.metadata
         self.primary = loaded.detector.settings.primary
+
+    def input_shape(self, category: str) -> tuple[int, int]:
+        return self.loaded.detector.input_shape(category)
 
     def calibration(self, category: str) -> Calibration:
         return self.loaded.detector.scorer_set(category).calibrations[self.primary]
@@ -151,8 +158,13 @@ class OnnxPredictor(Predictor):
             raise UserError(f"{path} is not an ONNX model exported by simclr-ad export")
         self.metadata = json.loads(props[ONNX_METADATA_KEY])
         self.image_size = int(self.metadata["image_size"])
+        shape = self.metadata.get("input_shape") or [self.image_size, self.image_size]
+        self.shape = (int(shape[0]), int(shape[1]))
         self.categories = [self.metadata["category"]]
         self.calibration = Calibration.from_dict(self.metadata["calibration"])
+
+    def input_shape(self, category: str) -> tuple[int, int]:
+        return self.shape
 
     def predict(self, pixels: Tensor, category: str, *, maps: bool = False) -> list[Prediction]:
         images = normalize(pixels).numpy()
@@ -178,5 +190,5 @@ def open_bundle(path: Path, device: torch.device) -> BundlePredictor:
 
 
 def stack_images(images: Sequence[np.ndarray]) -> Tensor:
-    """S×S×3 uint8 arrays -> uint8 N×3×S×S tensor."""
+    """H×W×3 uint8 arrays -> uint8 N×3×H×W tensor."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

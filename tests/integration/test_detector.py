@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import simclr_ad.data.store as store
+from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.cli import main
 from simclr_ad.detector import DetectorSettings, fit_detector
 from simclr_ad.models.simclr import ModelSpec, build_model
@@ -106,14 +107,23 @@ def test_evaluate_writes_metrics_and_scores(
             "auroc_vs_val_good_ci95",
         ):
             assert key in image, key
-        assert 0.0 <= image["auroc_vs_val_good"] <= 1.0  # 1 held-out good image vs the defects
+        # the control: the 14 cross-fitted good training scores vs the defects
+        assert 0.0 <= image["auroc_vs_val_good"] <= 1.0
+        calibration = image["calibration"]
+        assert (calibration["source"], calibration["n"], calibration["folds"]) == (
+            "cross-fitted",
+            14,
+            5,
+        )
+        assert calibration["threshold"] == image["threshold"]
+        assert "14 5-fold cross-fitted good scores" in calibration["promise"]
         row = next(line.split() for line in printed.splitlines() if line.startswith(category))
         assert row[3] == f"{image['auroc_vs_val_good']:.3f}"  # the table's control column
         assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
         assert entry["pixel"]["auroc"] is not None and entry["pixel"]["aupro"] is not None
         assert entry["counts"] == {
-            "train_good": 13,
-            "val_good": 1,
+            "train_good": 14,  # cross-fitted calibration: every good image is fitted on
+            "val_good": 0,
             "test_good": 2,
             "test_defect": 8,
             "test_unreadable": 0,
@@ -137,17 +147,23 @@ def test_evaluate_writes_metrics_and_scores(
     }
     with open(out / "val_scores.csv") as handle:
         held_out = list(csv.DictReader(handle))
-    assert len(held_out) == 2  # one held-out good training image per category
+    # the 14 cross-fitted good scores per category that set the thresholds
+    assert len(held_out) == 28
     for row in held_out:
         assert "/train/good/" in row["path"] and row["label"] == "0"
         assert row["defect_type"] == "good" and set(row) == set(rows[0])
-        # the control AUROC ranks the category's defects against exactly this one score
-        good = float(row["patch"])
-        same = [r for r in rows if r["category"] == row["category"]]
+    for category in ("bolt", "fabric"):
+        # the control AUROC ranks the category's defects against exactly these scores
+        good = [float(r["patch"]) for r in held_out if r["category"] == category]
+        same = [r for r in rows if r["category"] == category]
         defects = [float(r["patch"]) for r in same if r["label"] == "1"]
-        above = sum((d > good) + 0.5 * (d == good) for d in defects) / len(defects)
-        control = patch["categories"][row["category"]]["image"]["auroc_vs_val_good"]
-        assert above == pytest.approx(control)
+        pairs = [(d > g) + 0.5 * (d == g) for d in defects for g in good]
+        control = patch["categories"][category]["image"]["auroc_vs_val_good"]
+        assert sum(pairs) / len(pairs) == pytest.approx(control)
+        # and the threshold is their Student-t bound (14 < 99 scores: no conformal 1%)
+        calibration = calibrate_threshold(good, 0.01, folds=5)
+        threshold = patch["categories"][category]["image"]["threshold"]
+        assert threshold == pytest.approx(calibration.threshold, rel=1e-5)
     # a second evaluation into the same folder is refused without --overwrite
     assert main(argv) == 2
     assert "already holds" in capsys.readouterr().err

@@ -36,8 +36,8 @@ def test_train_writes_run_folder(tiny_data: Path, tmp_path: Path) -> None:
     assert meta["categories"] == ["bolt", "fabric"]
     assert meta["model"]["backbone"] == "resnet18"
     assert (
-        meta["training"]["n_train"] == 26 and meta["training"]["n_val"] == 2
-    )  # 14 each, 1 held out
+        meta["training"]["n_train"] == 28 and meta["training"]["n_val"] == 0  # cross-fitted
+    )  # 14 each
 
 
 def test_exact_resume_and_extension(tiny_data: Path, tmp_path: Path) -> None:

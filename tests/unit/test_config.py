@@ -89,3 +89,24 @@ def test_shipped_config_files_are_valid_and_taken_as_written(path: Path) -> None
 
 def test_default_yaml_lists_every_key_at_its_default() -> None:
     assert load_yaml(CONFIGS / "default.yaml") == TrainConfig().to_dict()
+
+
+def test_pretrained_recipe_fills_only_the_keys_left_at_their_defaults() -> None:
+    from simclr_ad.config import apply_pretrained_recipe
+
+    config, changed = apply_pretrained_recipe(build_config(weights="imagenet"))
+    assert changed == {"epochs": 0, "image_size": 512, "score_rule": "max"}
+    assert (config.epochs, config.image_size, config.score_rule) == (0, 512, "max")
+    config, changed = apply_pretrained_recipe(build_config(weights="imagenet", image_size=384))
+    assert config.image_size == 384 and "image_size" not in changed
+    for unchanged in (build_config(weights="none"), build_config(weights="x.pt", auto=False)):
+        assert apply_pretrained_recipe(unchanged) == (unchanged, {})
+
+
+def test_calibration_and_aspect_are_validated() -> None:
+    with pytest.raises(UserError, match="calibration="):
+        build_config(calibration="test-set")
+    with pytest.raises(UserError, match="calibration_folds"):
+        build_config(calibration_folds=1)
+    with pytest.raises(UserError, match="aspect"):
+        build_config(aspect="wide")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simclr_ad.data.images import UnreadableImageError, read_rgb
+from simclr_ad.data.images import Size, UnreadableImageError, read_rgb
 from simclr_ad.data.mvtec import Sample
 from simclr_ad.errors import UserError
 
@@ -29,7 +29,7 @@ class DecodedImages:
     """Decoded pixels with the samples they came from.
 
     Attributes:
-        pixels: uint8 tensor N×3×S×S (may be backed by a memory-mapped file).
+        pixels: uint8 tensor N×3×H×W (may be backed by a memory-mapped file).
         samples: the N samples that decoded, in order.
         skipped: the samples that could not be read, with the reason.
     """
@@ -49,18 +49,19 @@ class DecodedImages:
         )
 
 
-def _allocate(n: int, size: int, cache_dir: Path | None) -> np.ndarray:
-    shape = (n, size, size, 3)
-    if n * size * size * 3 <= MEMMAP_THRESHOLD_BYTES:
+def _allocate(n: int, size: Size, cache_dir: Path | None) -> np.ndarray:
+    height, width = (size, size) if isinstance(size, int) else size
+    shape = (n, height, width, 3)
+    if n * height * width * 3 <= MEMMAP_THRESHOLD_BYTES:
         return np.empty(shape, dtype=np.uint8)
     folder = Path(tempfile.mkdtemp(prefix="pixels-", dir=cache_dir))
-    log.info("memory-mapping %d images of %d px in %s", n, size, folder)
+    log.info("memory-mapping %d images of %d×%d px in %s", n, height, width, folder)
     return np.lib.format.open_memmap(folder / "pixels.npy", mode="w+", dtype=np.uint8, shape=shape)
 
 
 def decode_images(
     samples: Sequence[Sample],
-    size: int,
+    size: Size,
     *,
     max_bad_fraction: float = 0.05,
     workers: int = 2,
@@ -70,7 +71,7 @@ def decode_images(
 
     Args:
         samples: the files to decode.
-        size: output side length in pixels.
+        size: output side length in pixels, or (height, width).
         max_bad_fraction: refuse (UserError) when more than this share of a category is unreadable.
         workers: decoding threads (PIL releases the GIL while decoding).
         cache_dir: where a memory-mapped pixel file goes for large sets (default: system temp).
@@ -90,7 +91,7 @@ def decode_images(
     _check_unreadable(samples, skipped, max_bad_fraction)
     keep = [i for i, e in enumerate(errors) if e is None]
     pixels = out if len(keep) == len(samples) else out[keep]
-    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # N×3×S×S view, no copy
+    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # N×3×H×W view, no copy
     return DecodedImages(tensor, tuple(samples[i] for i in keep), skipped)
 
 

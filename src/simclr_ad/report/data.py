@@ -98,22 +98,32 @@ def select_gallery(
     return Gallery(np.array(index, dtype=np.int64), np.array(role, dtype=np.str_))
 
 
+def fit_within(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """(H, W) scaled down to a longer side of at most ``size``, keeping the aspect ratio."""
+    H, W = shape
+    scale = min(1.0, size / max(H, W))
+    return max(1, round(H * scale)), max(1, round(W * scale))
+
+
 def thumbnails(pixels: torch.Tensor, size: int = THUMBNAIL_SIZE) -> NDArray[np.uint8]:
-    """uint8 N×3×S×S -> uint8 N×T×T×3 with T = min(S, size) (antialiased)."""
-    N, _, S, _ = pixels.shape
+    """uint8 N×3×H×W -> uint8 N×h×w×3, the longer side at most ``size`` (antialiased)."""
+    N, _, H, W = pixels.shape
+    target = fit_within((H, W), size)
     if N == 0:
-        return np.zeros((0, min(S, size), min(S, size), 3), dtype=np.uint8)
+        return np.zeros((0, *target, 3), dtype=np.uint8)
     x = pixels.float()
-    if size < S:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    if target != (H, W):
+        x = F.interpolate(x, size=target, mode="bilinear", antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def downsample(maps: torch.Tensor, size: int = THUMBNAIL_SIZE) -> torch.Tensor:
-    """N×S×S float maps (or masks) -> N×T×T, averaged over areas (T = min(S, size))."""
-    if maps.shape[-1] <= size or maps.shape[0] == 0:
+    """N×H×W float maps (or masks) -> N×h×w, averaged over areas, the longer side at most
+    ``size``."""
+    target = fit_within((maps.shape[-2], maps.shape[-1]), size)
+    if target == tuple(maps.shape[-2:]) or maps.shape[0] == 0:
         return maps.float()
-    return F.interpolate(maps[:, None].float(), size=(size, size), mode="area")[:, 0]
+    return F.interpolate(maps[:, None].float(), size=target, mode="area")[:, 0]
 
 
 def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

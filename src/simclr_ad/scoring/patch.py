@@ -68,6 +68,7 @@ class PatchScorer(Scorer):
         self.score_rule = score_rule
         self.topk_fraction = float(topk_fraction)
         self.seed = seed
+        self.kept: Tensor | None = None  # after fit: the rows of the fitted patches in the bank
         self._index: NearestNeighbourIndex | None = None
 
     def params(self) -> dict[str, Any]:
@@ -92,13 +93,24 @@ class PatchScorer(Scorer):
         """
         check_features(patches, name="patches")
         P = patches.shape[0]
+        self.kept = torch.arange(P)
         if self.coreset_ratio < 1.0:
             n = max(1, round(self.coreset_ratio * P))
-            indices = greedy_coreset(patches, n, seed=self.seed)
-            patches = patches[indices.to(patches.device)]
+            self.kept = greedy_coreset(patches, n, seed=self.seed)
+            patches = patches[self.kept.to(patches.device)]
         self._set_state({"bank": patches.detach().float().contiguous()})
         logger.info("patch memory bank: %d of %d patches", self._state["bank"].shape[0], P)
         return self
+
+    def without(self, drop: Tensor) -> PatchScorer:
+        """A scorer with the same parameters whose bank lacks the rows where ``drop`` (K bools)
+        is true: e.g. the patches of some images, to score those images as if never fitted."""
+        bank = self._require_index().bank
+        if drop.shape != (bank.shape[0],) or bool(drop.all()):
+            raise ValueError(f"drop must be {bank.shape[0]} bools, not all true")
+        other = PatchScorer(**self.params())
+        other._set_state({"bank": bank[~drop.to(bank.device)].contiguous()})
+        return other
 
     def patch_distances(self, features: Tensor) -> Tensor:
         """Mean distance of every spatial patch to its k nearest bank patches.
@@ -115,20 +127,18 @@ class PatchScorer(Scorer):
         k = min(self.k, index.bank.shape[0])
         return index.search(queries, k).mean(dim=1).reshape(N, h, w)
 
-    def anomaly_maps(self, features: Tensor, image_size: int) -> Tensor:
+    def anomaly_maps(self, features: Tensor, image_size: int | tuple[int, int]) -> Tensor:
         """Patch distances upsampled (bilinear) to the image and Gaussian-smoothed.
 
         Args:
             features: N×C×h×w patch feature maps.
-            image_size: S, the side of the (square) image.
+            image_size: S, the side of a square image, or its (H, W).
 
         Returns:
-            N×S×S float32 maps on the features' device.
+            N×H×W float32 maps on the features' device.
         """
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+        size = map_size(image_size)
         distances = self.patch_distances(features)[:, None]  # N×1×h×w
-        size = (image_size, image_size)
         maps = F.interpolate(distances, size=size, mode="bilinear", align_corners=False)
         return gaussian_blur(maps[:, 0], sigma=self.sigma)
 
@@ -149,33 +159,35 @@ class PatchScorer(Scorer):
         n = max(1, round(self.topk_fraction * pixels.shape[1]))
         return pixels.topk(n, dim=1).values.mean(dim=1)
 
-    def predict(self, features: Tensor, image_size: int) -> PatchPrediction:
+    def predict(self, features: Tensor, image_size: int | tuple[int, int]) -> PatchPrediction:
         """Anomaly maps and image scores.
 
         Args:
             features: N×C×h×w patch feature maps.
-            image_size: S, the side of the maps.
+            image_size: S, the side of square maps, or their (H, W).
 
         Returns:
-            Scores (N) and maps (N×S×S), float32 on the CPU.
+            Scores (N) and maps (N×H×W), float32 on the CPU.
         """
         maps = self.anomaly_maps(features, image_size=image_size)
         scores = self.image_scores(maps)
         return PatchPrediction(scores=scores.float().cpu(), maps=maps.float().cpu())
 
-    def score(self, features: Tensor, image_size: int | None = None) -> Tensor:
+    def score(self, features: Tensor, image_size: int | tuple[int, int] | None = None) -> Tensor:
         """Image scores, higher meaning more anomalous.
 
         Args:
             features: N×C×h×w patch feature maps.
-            image_size: S, the side of the maps the scores are taken from; by default 8·h,
-                the image size of a stride-8 feature map (sigma is in pixels of that map).
+            image_size: S or (H, W), the size of the maps the scores are taken from; by
+                default 8·h × 8·w, the image size of a stride-8 feature map (sigma is in
+                pixels of that map).
 
         Returns:
             N float32 scores on the CPU.
         """
         if image_size is None:
-            image_size = DEFAULT_UPSAMPLING * int(features.shape[-2])
+            h, w = int(features.shape[-2]), int(features.shape[-1])
+            image_size = (DEFAULT_UPSAMPLING * h, DEFAULT_UPSAMPLING * w)
         return self.predict(features, image_size=image_size).scores
 
     def _set_state(self, state: dict[str, Tensor]) -> None:
@@ -197,6 +209,16 @@ class PatchScorer(Scorer):
         self._require_fitted()
         assert self._index is not None  # set together with the state
         return self._index
+
+
+def map_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the maps from a side S or an (H, W) pair, each an integer >= 1."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(_is_int(v) and v >= 1 for v in size):
+        raise ValueError(
+            f"image_size must be an integer >= 1 or an (H, W) pair, got {image_size!r}"
+        )
+    return int(size[0]), int(size[1])
 
 
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:

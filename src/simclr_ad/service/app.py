@@ -195,7 +195,7 @@ def create_app(
             detail = str(exc).replace("--category", "category")
             raise HTTPException(status_code=422, detail=detail) from None
         data = image.file.read(limits.max_bytes + 1)
-        rgb = decode_upload(data, predictor.image_size, limits)
+        rgb = decode_upload(data, predictor.input_shape(name), limits)
         prediction, encoded = _verdict(batcher, rgb, name, heatmap=heatmap)
         return PredictResponse(
             category=name,

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from simclr_ad.data.images import decode_rgb
+from simclr_ad.data.images import Size, decode_rgb
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 
@@ -38,8 +38,8 @@ class UploadError(Exception):
         self.message = message
 
 
-def decode_upload(data: bytes, size: int, limits: UploadLimits) -> np.ndarray:
-    """Uploaded bytes -> uint8 size×size×3 RGB, as ``read_rgb`` decodes files.
+def decode_upload(data: bytes, size: Size, limits: UploadLimits) -> np.ndarray:
+    """Uploaded bytes -> uint8 H×W×3 RGB (``size``: S or (H, W)), as ``read_rgb`` decodes files.
 
     Raises:
         UploadError: 400 empty, 413 too large (bytes or pixels), 415 not an accepted image

@@ -1,0 +1,97 @@
+"""Cross-fitted calibration: every good image scored by scorers that never saw it."""
+
+import pytest
+import torch
+
+from simclr_ad.calibration import Calibration, calibrate_threshold
+from simclr_ad.detector import (
+    DetectorSettings,
+    GoodFeatures,
+    ScorerSet,
+    cross_fitted_scores,
+    fit_scorers,
+    fold_of,
+)
+from simclr_ad.embeddings import Photometric, flatten_patches
+from simclr_ad.scoring import PatchScorer
+
+
+def _features(maps: torch.Tensor) -> GoodFeatures:
+    """Every patch of N×C×h×w maps a candidate; all images mapped; h = z = mean patch."""
+    N, _, h, w = maps.shape
+    pooled = maps.mean(dim=(2, 3))
+    return GoodFeatures(
+        h=pooled,
+        z=pooled,
+        candidates=flatten_patches(maps),
+        owners=torch.arange(N).repeat_interleave(h * w),
+        maps=maps.half(),
+        mapped=torch.arange(N),
+    )
+
+
+def test_fold_of_is_balanced_seeded_and_capped_at_n() -> None:
+    fold = fold_of(23, 5, seed=3)
+    assert sorted(torch.bincount(fold).tolist()) == [4, 4, 5, 5, 5]
+    assert torch.equal(fold, fold_of(23, 5, seed=3))
+    assert not torch.equal(fold, fold_of(23, 5, seed=4))
+    assert torch.bincount(fold_of(3, 5, seed=0)).tolist() == [1, 1, 1]  # leave one out
+
+
+def test_an_image_unlike_the_others_scores_high_out_of_fold_but_zero_in_sample() -> None:
+    maps = torch.ones(10, 4, 3, 3) + 0.01 * torch.arange(10).view(10, 1, 1, 1)
+    maps[6] = torch.tensor([5.0, -5.0, 5.0, -5.0]).view(4, 1, 1)  # one image unlike the others
+    settings = DetectorSettings(image_size=24, scorers=("patch", "knn_h"), coreset_ratio=1.0)
+    features = _features(maps)
+    everything = torch.ones(10, dtype=torch.bool)
+    fitted = fit_scorers(features, everything, settings, Photometric(), torch.device("cpu"))
+    assert fitted.patch is not None
+    in_sample = fitted.patch.score(maps, image_size=(24, 24))
+    assert in_sample[6] == pytest.approx(0.0, abs=1e-4)  # its own patches are in the bank
+    scores = cross_fitted_scores(features, fitted, settings, (24, 24))
+    # out of fold its nearest patch is image 0's (1, 1, 1, 1): sqrt(2·4² + 2·6²)
+    assert scores["patch"][6] == pytest.approx(104**0.5, rel=1e-3)
+    others = torch.arange(10) != 6
+    assert scores["patch"][others].max() < 0.05  # the next image is 0.01 away per channel
+    assert scores["knn_h"][6] == pytest.approx(1.0, abs=1e-4)  # orthogonal to every other h
+    assert scores["knn_h"][others].max() < 1e-4
+
+
+def test_patch_scorer_without_drops_exactly_the_given_rows() -> None:
+    bank = torch.arange(12.0).view(6, 2)
+    scorer = PatchScorer(coreset_ratio=1.0).fit(bank)
+    drop = torch.tensor([True, False, False, True, False, False])
+    smaller = scorer.without(drop)
+    assert torch.equal(smaller.state_dict()["bank"], bank[~drop])
+    assert smaller.params() == scorer.params()
+    with pytest.raises(ValueError, match="not all true"):
+        scorer.without(torch.ones(6, dtype=torch.bool))
+
+
+def test_cross_fitted_calibration_records_its_source_and_round_trips() -> None:
+    calibration = calibrate_threshold(torch.rand(120).numpy(), 0.01, folds=5)
+    assert (calibration.method, calibration.source, calibration.folds) == (
+        "conformal",
+        "cross-fitted",
+        5,
+    )
+    assert "120 5-fold cross-fitted good scores" in calibration.promise
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+    older = {k: v for k, v in calibration.to_dict().items() if k not in ("source", "folds")}
+    assert Calibration.from_dict(older).source == "held-out"  # bundles before cross-fitting
+
+
+def test_crossfit_needs_two_images() -> None:
+    from simclr_ad.detector import _fit_group
+
+    class Never(torch.nn.Module):  # never reached: refused before any feature is computed
+        pass
+
+    settings = DetectorSettings(image_size=8)
+    with pytest.raises(ValueError, match="at least 2"):
+        one = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+        _fit_group(Never(), one, settings, torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_scorer_set_shape_defaults_to_square() -> None:
+    assert ScorerSet(patch=None, global_scorers={}).shape is None
