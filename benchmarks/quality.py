@@ -311,20 +311,21 @@ def _category_details(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chosen_settings(metrics: dict[str, Any]) -> str | None:
-    """Image size, input shapes (where recorded), score rule and training of the evaluated model,
-    e.g. ``512 px; max; 0 epochs``."""
+    """Input shape, score rule, auto's choice and training of the evaluated one-category model,
+    e.g. ``1280×512; max; auto: base; 0 epochs`` (older metrics.json files lack some)."""
     detector = metrics.get("detector") or {}
     config = metrics.get("config") or {}
-    size = detector.get("image_size") or config.get("image_size")
-    shapes = next(
-        (detector[k] for k in ("input_shapes", "input_shape", "input_size") if detector.get(k)),
-        None,
-    )
+    run = metrics.get("run") or {}
+    shapes = run.get("input_shapes") or {}
+    shape = next(iter(shapes.values()), None)
+    size = f"{shape[0]}×{shape[1]}" if shape else f"{detector.get('image_size')} px"
+    selection = run.get("auto_selection") or {}
+    chosen = next(iter(selection.values()), {}).get("chosen")
     epochs = config.get("epochs")
     parts = [
-        f"{size} px" if size is not None else None,
-        f"input {shapes}" if shapes is not None else None,
-        detector.get("score_rule"),
+        size,
+        detector.get("score_rule") if not chosen else None,
+        f"auto: {chosen}" if chosen else "auto off",
         None if epochs is None else f"{config.get('objective', '')} {epochs} epochs".strip(),
     ]
     return "; ".join(str(p) for p in parts if p) or None

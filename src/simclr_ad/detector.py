@@ -313,6 +313,19 @@ def fold_of(n: int, folds: int, seed: int) -> Tensor:
     return assignment
 
 
+def fold_patch_scorers(
+    features: GoodFeatures, fitted: ScorerSet, fold: Tensor
+) -> list[PatchScorer | None]:
+    """Per fold, the fitted (final) patch scorer less every bank patch taken from the fold's
+    images: the same coreset with holes where those images' own patches were, so no image is
+    matched to itself and no second coreset selection is run."""
+    folds = int(fold.max()) + 1
+    if fitted.patch is None or fitted.patch.kept is None:
+        return [None] * folds
+    bank_owner = features.owners[fitted.patch.kept]
+    return [fitted.patch.without(fold[bank_owner] == f) for f in range(folds)]
+
+
 def cross_fitted_scores(
     features: GoodFeatures,
     fitted: ScorerSet,
@@ -320,20 +333,13 @@ def cross_fitted_scores(
     shape: tuple[int, int],
 ) -> dict[str, Tensor]:
     """Out-of-fold scores of the ``features.mapped`` images, per scorer: each image is scored by
-    scorers that never saw it (K = ``settings.calibration_folds`` folds of the N images).
-
-    The global scorers are refitted on the other folds. The patch scorer's fold bank is the
-    fitted (final) bank less every patch taken from the fold's images: the same coreset, with
-    holes where those images' own patches were, so no image is matched to itself and no second
-    coreset selection is run.
-    """
+    scorers that never saw it (K = ``settings.calibration_folds`` folds of the N images; the
+    global scorers refitted on the other folds, the patch scorer by ``fold_patch_scorers``)."""
     n = features.h.shape[0]
     fold = fold_of(n, settings.calibration_folds, settings.seed)
     scores = {name: torch.empty(len(features.mapped)) for name in settings.scorers}
-    bank_owner = None
-    if fitted.patch is not None and fitted.patch.kept is not None:
-        bank_owner = features.owners[fitted.patch.kept]
-    for f in range(int(fold.max()) + 1):
+    patches = fold_patch_scorers(features, fitted, fold)
+    for f, patch in enumerate(patches):
         here = torch.nonzero(fold[features.mapped] == f).flatten()  # positions in ``mapped``
         if here.numel() == 0:
             continue
@@ -342,8 +348,7 @@ def cross_fitted_scores(
             feature = features.h if _split_name(name)[1] == "h" else features.z
             scorer = _new_global(name, settings).fit(feature[fold != f])
             scores[name][here] = scorer.score(feature[rows])
-        if fitted.patch is not None and features.maps is not None and bank_owner is not None:
-            patch = fitted.patch.without(fold[bank_owner] == f)
+        if patch is not None and features.maps is not None:
             for chunk in here.split(settings.batch_size):
                 scores["patch"][chunk] = patch.predict(features.maps[chunk].float(), shape).scores
     return scores
@@ -385,6 +390,7 @@ def fit_detector(
     settings: DetectorSettings,
     *,
     device: torch.device,
+    choices: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Detector:
     """Fit the scorers on good training images and calibrate their thresholds.
 
@@ -398,6 +404,8 @@ def fit_detector(
         val: category -> uint8 held-out good images, used only for holdout thresholds.
         settings: detector settings.
         device: where to run the encoder.
+        choices: per category, settings that differ from ``settings`` (``selection``'s
+            choice of ``score_rule``; the image size is in the pixels' shape).
     """
     embedder = Embedder(model, settings.patch_stages or None)
     if settings.pooled:
@@ -408,7 +416,8 @@ def fit_detector(
     for group, categories in members.items():
         log.info("fitting scorers for %s", ", ".join(categories))
         pixels = torch.cat([train[c] for c in categories])
-        groups[group] = _fit_group(embedder, pixels, settings, device)
+        chosen = dataclasses.replace(settings, **(choices or {}).get(group, {}))
+        groups[group] = _fit_group(embedder, pixels, chosen, device)
     category_group = {c: g for g, cs in members.items() for c in cs}
     detector = Detector(embedder, settings, groups, category_group)
     if settings.calibration == "crossfit":

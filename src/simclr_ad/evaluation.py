@@ -293,6 +293,9 @@ def run_identity(
         "train_files_hash": training.get("train_files_hash"),
         "test_files_hash": file_list_hash([s for r in results for s in r.samples], root),
         "epochs_trained": training.get("epochs_trained"),
+        "input_shapes": loaded.metadata.get("preprocessing", {}).get("input_shapes"),
+        "pretrained_recipe": training.get("pretrained_recipe"),
+        "auto_selection": training.get("auto_selection"),
         "training_seconds": training.get("seconds"),
         "versions": versions,
     }

@@ -49,6 +49,7 @@ from simclr_ad.objectives import (
     SimCLRObjective,
     feature_centre,
 )
+from simclr_ad.selection import SELECTION_IMAGES, choose
 from simclr_ad.training import LoopSettings, ResumeState, Trainer, write_train_log
 
 log = logging.getLogger(__name__)
@@ -179,11 +180,54 @@ def detector_settings(config: TrainConfig) -> DetectorSettings:
     )
 
 
-def input_shapes(config: TrainConfig, splits: list[CategorySplit]) -> dict[str, tuple[int, int]]:
-    """(height, width) of each category's images (``data.shape``); square for a pooled detector,
-    whose categories share one memory bank."""
+def input_shapes(
+    config: TrainConfig,
+    splits: list[CategorySplit],
+    choices: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, tuple[int, int]]:
+    """(height, width) of each category's images (``data.shape``) at its chosen image size;
+    square for a pooled detector, whose categories share one memory bank."""
     aspect = "square" if config.pooled else config.aspect
-    return {s.category: choose_shape(s.train, config.image_size, aspect) for s in splits}
+    sizes = {s.category: (choices or {}).get(s.category, {}).get("image_size") for s in splits}
+    return {
+        s.category: choose_shape(s.train, sizes[s.category] or config.image_size, aspect)
+        for s in splits
+    }
+
+
+def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != key}
+
+
+def select_candidates(
+    model: SimCLRModel,
+    config: TrainConfig,
+    splits: list[CategorySplit],
+    settings: DetectorSettings,
+    recipe: dict[str, Any],
+    device: torch.device,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """``auto`` (``selection``): per category the candidate with the best synthetic recall, when
+    the pretrained recipe chose the settings (no training, not pooled). Returns the choices
+    (category -> changed keys) and what was measured, for the bundle."""
+    if not recipe or config.epochs != 0 or config.pooled:
+        return {}, {}
+    embedder = Embedder(model, config.patch_stages or None)
+    choices: dict[str, dict[str, Any]] = {}
+    measured: dict[str, Any] = {}
+    for split in splits:
+        step = max(1, len(split.train) // SELECTION_IMAGES)
+        subset = list(split.train)[::step][:SELECTION_IMAGES]
+
+        def decode(size: int, split: CategorySplit = split, subset: list[Sample] = subset) -> Any:
+            shape = choose_shape(split.train, size, config.aspect)
+            return decode_images(subset, shape, max_bad_fraction=1.0).pixels
+
+        best, rows = choose(embedder, decode, settings, set(recipe), device)
+        choices[split.category] = dict(best.changes)
+        measured[split.category] = {"chosen": best.name, "candidates": rows}
+        log.info("auto: %s: %s", split.category, best.name)
+    return choices, measured
 
 
 def decode_train_val(
@@ -491,14 +535,19 @@ def _fit_and_save(
 ) -> None:
     """Fit the scorers on train good images, calibrate their thresholds, save ``RUN/model``."""
     out = Path(config.out)
-    shapes = input_shapes(config, splits)
+    settings = detector_settings(config)
+    choices, selection = select_candidates(model, config, splits, settings, recipe, device)
+    shapes = input_shapes(config, splits, choices)
     train, val = decode_train_val(splits, shapes, cache_dir=out)
     detector = fit_detector(
         model,
         train={c: d.pixels for c, d in train.items()},
         val={c: d.pixels for c, d in val.items()},
-        settings=detector_settings(config),
+        settings=settings,
         device=device,
+        choices={
+            c: {k: v for k, v in ch.items() if k != "image_size"} for c, ch in choices.items()
+        },
     )
     train_samples = [s for split in splits for s in split.train]
     extra = {
@@ -509,6 +558,7 @@ def _fit_and_save(
         "n_skipped": sum(len(d.skipped) for d in [*train.values(), *val.values()]),
         "calibration_files": calibration_files(detector, train, Path(config.data)),
         "pretrained_recipe": recipe,
+        "auto_selection": selection,
     }
     categories = [split.category for split in splits]
     metadata = model_metadata(config, categories, train_samples, extra, shapes)

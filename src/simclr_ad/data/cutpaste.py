@@ -31,7 +31,7 @@ SCAR_DEGREES = 45.0
 
 
 class Pasted(NamedTuple):
-    """``images`` B×3×S×S with the defect pasted; ``masks`` B×S×S bool, True where pasted."""
+    """``images`` B×3×H×W with the defect pasted; ``masks`` B×H×W bool, True where pasted."""
 
     images: Tensor
     masks: Tensor
@@ -54,20 +54,20 @@ def cutpaste(
     """Paste a jittered rectangle cut from each image elsewhere in it.
 
     Args:
-        x: B×3×S×S ImageNet-normalised float images (any device).
+        x: B×3×H×W ImageNet-normalised float images (any device).
         generator: CPU generator of the random parameters.
         total: size of the global batch the parameters are drawn for (default B).
         offset: index of ``x[0]`` in the global batch.
     """
-    B, _, S, _ = x.shape
+    B, _, H, W = x.shape
     u = _draw(generator, total, offset, B, 8)
-    area = _span(u[:, 0], AREA) * S * S
+    area = _span(u[:, 0], AREA) * H * W
     ratio = torch.exp(_span(u[:, 1], (math.log(RATIO[0]), math.log(RATIO[1]))))  # width / height
-    h = (area / ratio).sqrt().round().clamp(1, S - 1)
-    w = (area * ratio).sqrt().round().clamp(1, S - 1)
-    src = torch.stack([u[:, 2] * (S - h), u[:, 3] * (S - w)], dim=1).floor()  # B×2 top, left
-    dst = torch.stack([u[:, 4] * (S - h), u[:, 5] * (S - w)], dim=1).floor()
-    rows, cols = _grid(S, x.device)
+    h = (area / ratio).sqrt().round().clamp(1, H - 1)
+    w = (area * ratio).sqrt().round().clamp(1, W - 1)
+    src = torch.stack([u[:, 2] * (H - h), u[:, 3] * (W - w)], dim=1).floor()  # B×2 top, left
+    dst = torch.stack([u[:, 4] * (H - h), u[:, 5] * (W - w)], dim=1).floor()
+    rows, cols = _grid(H, W, x.device)
     top, left = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
     hh, ww = h.to(x.device).view(B, 1, 1), w.to(x.device).view(B, 1, 1)
     inside = (rows >= top) & (rows < top + hh) & (cols >= left) & (cols < left + ww)
@@ -77,17 +77,20 @@ def cutpaste(
 def scar(
     x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
 ) -> Pasted:
-    """Paste a thin, long, rotated rectangle cut from each image elsewhere in it (see cutpaste)."""
-    B, _, S, _ = x.shape
+    """Paste a thin, long, rotated rectangle cut from each image elsewhere in it (see cutpaste;
+    the scar's size scales with the shorter side S)."""
+    B, _, H, W = x.shape
+    S = min(H, W)
     u = _draw(generator, total, offset, B, 9)
     width = (_span(u[:, 0], SCAR_WIDTH) * S).clamp_min(1.0)
     length = (_span(u[:, 1], SCAR_LENGTH) * S).clamp_min(2.0)
     angle = torch.deg2rad(_span(u[:, 2], (-SCAR_DEGREES, SCAR_DEGREES)))
     margin = torch.ceil(torch.hypot(width, length) / 2) + 1  # keeps the rotated box in the image
-    span = (S - 2 * margin).clamp_min(0)
-    src = margin.unsqueeze(1) + (u[:, 3:5] * span.unsqueeze(1)).floor()  # B×2 centre row, col
-    dst = margin.unsqueeze(1) + (u[:, 5:7] * span.unsqueeze(1)).floor()
-    rows, cols = _grid(S, x.device)
+    sides = torch.tensor([H, W], dtype=margin.dtype)
+    span = (sides - 2 * margin.unsqueeze(1)).clamp_min(0)  # B×2
+    src = margin.unsqueeze(1) + (u[:, 3:5] * span).floor()  # B×2 centre row, col
+    dst = margin.unsqueeze(1) + (u[:, 5:7] * span).floor()
+    rows, cols = _grid(H, W, x.device)
     cy, cx = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
     cos, sin = (t.to(x.device).view(B, 1, 1) for t in (angle.cos(), angle.sin()))
     along = cos * (cols - cx) + sin * (rows - cy)
@@ -118,28 +121,29 @@ def cutpaste_batch(
     return CutPasteBatch(torch.cat([x, pasted.images, scarred.images]), labels, masks)
 
 
-def _grid(size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Row and column indices, 1×S×1 and 1×1×S (float)."""
-    index = torch.arange(size, device=device, dtype=torch.float32)
-    return index.view(1, size, 1), index.view(1, 1, size)
+def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices, 1×H×1 and 1×1×W (float)."""
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    return rows.view(1, height, 1), cols.view(1, 1, width)
 
 
 def _paste(x: Tensor, inside: Tensor, shift: Tensor, jitter: Tensor) -> Pasted:
     """Copy pixel ``p - shift`` to every pixel ``p`` inside the mask, brightness/contrast jittered.
 
     Args:
-        x: B×3×S×S normalised images.
-        inside: B×S×S bool, the destination region.
+        x: B×3×H×W normalised images.
+        inside: B×H×W bool, the destination region.
         shift: B×2 (rows, cols) from source to destination (CPU).
         jitter: B×2 uniform numbers for the brightness and contrast factors (CPU).
     """
-    B, C, S, _ = x.shape
-    rows, cols = _grid(S, x.device)
+    B, C, H, W = x.shape
+    rows, cols = _grid(H, W, x.device)
     dy, dx = shift.to(x.device).view(B, 2, 1, 1).unbind(1)
-    src_rows = (rows - dy).clamp(0, S - 1).expand(B, S, S)
-    src_cols = (cols - dx).clamp(0, S - 1).expand(B, S, S)
-    index = (src_rows * S + src_cols).long().view(B, 1, S * S).expand(B, C, S * S)
-    source = x.flatten(2).gather(2, index).view(B, C, S, S)
+    src_rows = (rows - dy).clamp(0, H - 1).expand(B, H, W)
+    src_cols = (cols - dx).clamp(0, W - 1).expand(B, H, W)
+    index = (src_rows * W + src_cols).long().view(B, 1, H * W).expand(B, C, H * W)
+    source = x.flatten(2).gather(2, index).view(B, C, H, W)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     raw = source * std + mean

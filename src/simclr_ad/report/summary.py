@@ -46,6 +46,7 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
         "trivial F1",
         "false alarms / 1,000 good",
         "test good / defective",
+        "threshold set by",
     ]
     body = []
     for category, entry in metrics["scorers"][primary]["categories"].items():
@@ -68,14 +69,27 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
                 _num(image["trivial_f1"]),
                 rate,
                 f"{image['n_good']} / {image['n_defect']}",
+                _calibration(image.get("calibration")),
             ]
         )
     note = (
         '<p class="note">F1, precision, recall and false alarms at the threshold calibrated on '
-        f"held-out good images ({html.escape(primary)} scorer). Trivial F1: flag every part. "
+        f"good training images only ({html.escape(primary)} scorer): cross-fitted scores "
+        "(each image scored by a detector fitted without it) or a held-out split; never the "
+        "test set. Trivial F1: flag every part. "
         "With few good test parts a false-alarm rate is coarse: see the counts.</p>"
     )
     return _table("per-category", header, body) + note
+
+
+def _calibration(calibration: Mapping[str, Any] | None) -> str:
+    """The rule and the number of good scores behind a threshold, in a few words."""
+    if not calibration:
+        return "–"
+    source = calibration.get("source", "held-out")
+    folds = f", {calibration['folds']} folds" if calibration.get("folds") else ""
+    rule = calibration["method"]
+    return f"{rule}, {calibration['n']} {source} good{folds}, target {calibration['target_fpr']:g}"
 
 
 def method_table(metrics: Mapping[str, Any]) -> str:
@@ -115,6 +129,26 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _shapes(shapes: Mapping[str, Sequence[int]] | None) -> str:
+    if not shapes:
+        return "–"
+    return "; ".join(f"{c} {hw[0]} × {hw[1]}" for c, hw in shapes.items())
+
+
+def _auto(run: Mapping[str, Any]) -> str:
+    """Per category the chosen candidate and every candidate's synthetic recall."""
+    selection = run.get("auto_selection") or {}
+    if not selection:
+        return "off (settings as given)"
+    parts = []
+    for category, entry in selection.items():
+        figures = ", ".join(
+            f"{row['candidate']} {row['synthetic_recall']:.2f}" for row in entry["candidates"]
+        )
+        parts.append(f"{category}: {entry['chosen']} (synthetic recall: {figures})")
+    return "; ".join(parts)
+
+
 def run_table(metrics: Mapping[str, Any]) -> str:
     """Config highlights, model and data identity, versions, training time."""
     run = metrics.get("run", {})
@@ -129,6 +163,8 @@ def run_table(metrics: Mapping[str, Any]) -> str:
         ("data root", str(config.get("data", "–"))),
         ("backbone / weights", f"{config.get('backbone', '–')} / {config.get('weights', '–')}"),
         ("image size", str(config.get("image_size", "–"))),
+        ("input shape per category (H × W)", _shapes(run.get("input_shapes"))),
+        ("auto choice per category (synthetic defects, no test data)", _auto(run)),
         ("SimCLR epochs", str(run.get("epochs_trained", config.get("epochs", "–")))),
         ("training time (incl. fitting the detector)", _duration(run.get("training_seconds"))),
         ("scoring time", f"{timing.get('ms_per_image', '–')} ms/image on {timing.get('device')}"),

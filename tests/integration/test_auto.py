@@ -1,0 +1,56 @@
+"""``auto`` with pretrained weights: the recipe for unset keys, the test-free candidate choice."""
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+from safetensors.torch import save_file
+
+from simclr_ad.cli import main
+from simclr_ad.selection import CANDIDATES
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local resnet18 weights file: 'pretrained' for the pipeline, no download."""
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_auto_chooses_among_candidates_on_synthetic_defects_and_records_why(
+    tiny_data: Path, weights: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
+    # --image-size given: auto may not change it, so only the score rule is left to choose
+    assert main([*argv, "--weights", str(weights), "--image-size", "48", "--device", "cpu"]) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())
+    training = meta["training"]
+    assert training["pretrained_recipe"] == {"epochs": 0, "score_rule": "max"}
+    assert training["epochs_trained"] == 0
+    entry = training["auto_selection"]["bolt"]
+    names = [row["candidate"] for row in entry["candidates"]]
+    assert names == [c.name for c in CANDIDATES if "image_size" not in c.changes]
+    for row in entry["candidates"]:
+        assert row["n_good"] == 14 and row["n_defects"] == 14
+        assert 0.0 <= row["synthetic_recall"] <= 1.0 and 0.0 <= row["synthetic_auroc"] <= 1.0
+    chosen = next(c for c in CANDIDATES if c.name == entry["chosen"])
+    rule = chosen.changes.get("score_rule", "max")
+    patch = meta["detector"]["groups"]["bolt"]["scorers"]["patch"]
+    assert patch["params"]["score_rule"] == rule  # the final detector is the chosen candidate
+    assert meta["preprocessing"]["input_shapes"] == {"bolt": [48, 48]}
+
+
+def test_no_auto_keeps_the_defaults_and_chooses_nothing(
+    tiny_data: Path, weights: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
+    extra = ["--weights", str(weights), "--image-size", "32", "--epochs", "0", "--no-auto"]
+    assert main([*argv, *extra, "--batch-size", "8", "--device", "cpu"]) == 0
+    training = json.loads((run / "model" / "model.json").read_text())["training"]
+    assert training["pretrained_recipe"] == {} and training["auto_selection"] == {}
+    assert training["config"]["score_rule"] == "topk_mean"
