@@ -10,6 +10,7 @@ not squashed 2.5 times before the encoder sees it.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -52,7 +53,8 @@ def choose_shape(samples: Sequence[Sample], image_size: int, aspect: str) -> tup
     if ratio is None or 1 / SQUARE_WITHIN <= ratio <= SQUARE_WITHIN:
         return image_size, image_size
     ratio = min(max(ratio, 1 / MAX_ASPECT), MAX_ASPECT)
-    longer = max(MULTIPLE, round(image_size * max(ratio, 1 / ratio) / MULTIPLE) * MULTIPLE)
+    multiples = math.floor(image_size * max(ratio, 1 / ratio) / MULTIPLE + 0.5)  # half up
+    longer = max(MULTIPLE, multiples * MULTIPLE)
     shape = (longer, image_size) if ratio > 1 else (image_size, longer)
     log.info("images %.2f times as high as wide: resized to %d×%d (H×W)", ratio, *shape)
     return shape
