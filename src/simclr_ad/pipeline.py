@@ -145,6 +145,26 @@ def load_splits(config: TrainConfig) -> list[CategorySplit]:
     ]
 
 
+def check_calibration_images(config: TrainConfig, splits: list[CategorySplit]) -> None:
+    """Refuse, before any training, a category (or the pooled group) with too few good images
+    to set its threshold: cross-fitting needs 2, holding out needs 1 held-out image."""
+    root = Path(config.data)
+    groups = [splits] if config.pooled else [[split] for split in splits]
+    for members in groups:
+        where = display_path(root / members[0].category / "train" / "good")
+        n_good = sum(len(s.train) + len(s.val) for s in members)
+        if config.calibration == "crossfit" and n_good < 2:
+            raise UserError(
+                f"{where}: only {n_good} good image(s); cross-fitted calibration needs at least 2"
+            )
+        if config.calibration == "holdout" and not any(s.val for s in members):
+            raise UserError(
+                f"{where}: no good image held out for --calibration holdout ({n_good} good "
+                f"images, val_fraction {config.val_fraction}); raise --val-fraction, add "
+                "images, or use --calibration crossfit"
+            )
+
+
 def model_spec(config: TrainConfig) -> ModelSpec:
     return ModelSpec(
         backbone=config.backbone,
@@ -405,11 +425,12 @@ def _train(
     recipe: dict[str, Any],
 ) -> TrainResult:
     out = Path(config.out)
+    splits = load_splits(config)  # the data is checked before anything in --out is touched
+    check_calibration_images(config, splits)
     if dist.is_main:
         same = resume is not None and resume.resolve().parent.parent == out.resolve()
         prepare_run_dir(out, resuming_into_same=same, overwrite=overwrite)
         (out / "config.yaml").write_text(dump_yaml(config))
-    splits = load_splits(config)
     if recipe and dist.is_main:  # said once the data is known to be there
         log.info(
             "pretrained weights: %s (keys left at their defaults; --no-auto keeps those)",
