@@ -8,6 +8,7 @@ the value and the valid choices. The resolved config is written next to every ru
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ ASPECTS = ("auto", "square")  # data.shape.choose_shape
 # With pretrained weights and ``auto``, the keys still at their defaults take these values: the
 # detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
 PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule": "max"}
+MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -113,7 +115,18 @@ def _fail(key: str, value: object, expected: str) -> None:
     raise UserError(f"invalid config value {key}={value!r}: expected {expected}")
 
 
+def _check_finite(cfg: TrainConfig) -> None:
+    """Every float (and every float in a list) is finite, whatever the key: ``inf`` would pass
+    range checks such as ``lr > 0``."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            _fail(field.name, value, "a finite number")
+
+
 def _validate(cfg: TrainConfig) -> None:
+    _check_finite(cfg)
     checks: list[tuple[str, bool, str]] = [
         ("val_fraction", 0.0 <= cfg.val_fraction < 1.0, "a number in [0, 1)"),
         ("val_min", cfg.val_min >= 0, "an integer >= 0"),
@@ -148,6 +161,7 @@ def _validate(cfg: TrainConfig) -> None:
             "a number >= 0 (0: off), and 0 unless objective is cutpaste",
         ),
         ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
+        ("seed", 0 <= cfg.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),
         ("weights", bool(cfg.weights), "imagenet, none or a path to a weights file"),
@@ -212,11 +226,21 @@ def _number(key: str, text: str, kind: type) -> Any:
         _fail(key, text, f"a list of {kind.__name__} values")
 
 
+def _parse_number(text: str, kind: type) -> Any:
+    """``text`` as an int or float when it reads as one, else ``text`` unchanged."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
+
+
 def _coerce_scalar(key: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
         _fail(key, value, "true or false")
+    if kind in (int, float) and isinstance(value, str):  # YAML reads ``1e-3`` as text
+        value = _parse_number(value, kind)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(key, value, "an integer")

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -233,6 +234,7 @@ class Trainer:
             norm.eval()
         for epoch in range(start + 1, s.epochs + 1):
             row = self._epoch(pixels, epoch, batch, local, steps, scheduler)
+            self._stop_if_diverged(row["loss"], epoch, checkpoint_dir)
             history.append(row)
             if self.dist.is_main:
                 log.info(
@@ -253,6 +255,25 @@ class Trainer:
                     save_checkpoint(checkpoint_dir / f"epoch_{epoch:03d}.ckpt", payload)
                 save_checkpoint(checkpoint_dir / "last.ckpt", payload)
         return history
+
+    def _stop_if_diverged(self, loss: float, epoch: int, checkpoint_dir: Path | None) -> None:
+        """Stop, with one line naming the epoch, when any rank's epoch loss is not finite; the
+        checkpoints written so far (all from finite epochs) are kept as they are."""
+        finite = torch.tensor(float(math.isfinite(loss)), device=self.device)
+        if self.dist.enabled:
+            torch_dist.all_reduce(finite, op=torch_dist.ReduceOp.MIN)
+        if finite.item() == 1.0:
+            return
+        last = checkpoint_dir / "last.ckpt" if checkpoint_dir is not None else None
+        kept = (
+            f"; the last good checkpoint, {last}, is kept"
+            if last is not None and last.is_file()
+            else "; no checkpoint was written before it"
+        )
+        raise UserError(
+            f"training diverged: the loss became non-finite in epoch {epoch}{kept} "
+            "(try a lower --lr)"
+        )
 
     def _restore(self, resume: ResumeState, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
         """Load model, optimizer, scaler and RNG states; continue or start the OneCycle schedule."""

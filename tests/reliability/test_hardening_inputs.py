@@ -7,15 +7,27 @@ passed validation, ``lr: 1e-3`` in YAML was refused, and the listed flags raised
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import simclr_ad.pipeline as pipeline
+from simclr_ad.checkpoint import load_checkpoint
 from simclr_ad.cli import main
+from simclr_ad.config import TrainConfig, build_config, load_yaml
+from simclr_ad.data.augment import create_augment
+from simclr_ad.distributed import DistInfo
+from simclr_ad.errors import UserError
+from simclr_ad.models.simclr import ModelSpec, build_model
+from simclr_ad.training import LoopSettings, Trainer
 from tests.conftest import TINY_TRAIN
+
+FLOAT_KEYS = [f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)]
 
 
 def _good_images(root: Path, n: int, category: str = "part") -> Path:
@@ -71,3 +83,88 @@ def test_too_few_good_images_are_refused_before_training(
     line = _one_error_line(capsys)
     assert expected in line and str(data / "part" / "train" / "good") in line
     assert not out.exists()  # nothing written into --out
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "inf", "nan"])
+def test_non_finite_float_values_are_refused(key: str, value: float | str) -> None:
+    with pytest.raises(UserError, match=f"invalid config value {key}=.*: expected a finite number"):
+        build_config({key: value})
+
+
+def test_non_finite_values_in_a_list_and_from_flags_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(UserError, match=r"head_dropout.*a finite number"):
+        build_config({"head_dropout": [0.1, math.nan]})
+    assert {"lr", "weight_decay", "msc_angular", "map_sigma", "target_fpr"} <= set(FLOAT_KEYS)
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    for flag in ("--lr", "--map-sigma", "--msc-angular", "--temperature", "--target-fpr"):
+        assert main([*argv, flag, "inf"]) == 2
+        assert "expected a finite number" in _one_error_line(capsys)
+
+
+def test_yaml_numbers_written_as_text_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5E-6\nepochs: '3'\nmap_sigma: ' 2.5 '\n")
+    values = load_yaml(path)
+    assert values["lr"] == "1e-3"  # PyYAML (YAML 1.1) reads an exponent without a dot as text
+    config = build_config(values)
+    assert (config.lr, config.weight_decay, config.epochs, config.map_sigma) == (
+        1e-3,
+        5e-6,
+        3,
+        2.5,
+    )
+    assert isinstance(config.lr, float) and isinstance(config.epochs, int)
+    for key, text in (("lr", "fast"), ("epochs", "1e3"), ("epochs", "3.0")):
+        with pytest.raises(UserError, match=f"invalid config value {key}="):
+            build_config({key: text})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30])
+def test_seed_outside_64_bits_is_refused(seed: int) -> None:
+    with pytest.raises(UserError, match=r"invalid config value seed=.*an integer in"):
+        build_config(seed=seed)
+    assert build_config(seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18", head_hidden=(16,), head_out=8, head_dropout=(0.0,)))
+    settings = LoopSettings(
+        epochs=4,
+        batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        temperature=0.5,
+        seed=0,
+        checkpoint_every=1,
+        amp=False,
+    )
+    trainer = Trainer(model, create_augment("seed", 16), settings, torch.device("cpu"), DistInfo())
+    real_step = trainer.train_step
+    calls: list[int] = []
+
+    def step_that_diverges(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        loss = real_step(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * math.nan if len(calls) > 4 else loss  # from epoch 3 (2 steps an epoch)
+
+    trainer.train_step = step_that_diverges  # type: ignore[method-assign]
+    folder = tmp_path / "checkpoints"
+    pixels = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
+    with pytest.raises(UserError) as caught:
+        trainer.fit(pixels, folder, on_checkpoint=lambda _: {"config": TrainConfig().to_dict()})
+    message = str(caught.value)
+    assert "loss became non-finite in epoch 3" in message and "\n" not in message
+    assert f"the last good checkpoint, {folder / 'last.ckpt'}, is kept" in message
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == [
+        "epoch_001.ckpt",
+        "epoch_002.ckpt",
+        "last.ckpt",
+    ]
+    last = load_checkpoint(folder / "last.ckpt")
+    assert last["epoch"] == 2 and all(math.isfinite(row["loss"]) for row in last["history"])
