@@ -266,8 +266,10 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     from simclr_ad.checkpoint import load_checkpoint
     from simclr_ad.config import build_config, load_yaml
+    from simclr_ad.outputs import check_output_folder
     from simclr_ad.pipeline import config_for_resume, train
 
+    check_output_folder(args.out, "--out")
     overrides = _config_overrides(args)
     base = load_yaml(args.config) if args.config else {}
     checkpoint = None
@@ -292,8 +294,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from simclr_ad.evaluation import evaluate, format_tables
+    from simclr_ad.outputs import check_output_folder
     from simclr_ad.pipeline import resolve_device
 
+    check_output_folder(args.out, "--out")
     result = evaluate(
         args.model,
         args.data,
@@ -356,13 +360,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import math
     import os
 
+    from simclr_ad.pipeline import resolve_device
     from simclr_ad.service.app import API_KEY_ENV
     from simclr_ad.service.server import serve
 
-    if not args.max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not (args.max_upload_mb > 0 and math.isfinite(args.max_upload_mb)):
+        raise UserError(f"--max-upload-mb must be a finite number > 0, got {args.max_upload_mb}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in [0, 65535], got {args.port}")
+    resolve_device(args.device)  # checked here: with --workers only the workers load the model
     serve(
         args.model,
         host=args.host,
@@ -380,8 +389,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from simclr_ad.export_onnx import PARITY_TOLERANCE, export_onnx
+    from simclr_ad.outputs import check_output_file
     from simclr_ad.predictor import open_bundle
 
+    check_output_file(args.out, "--out", parents=True)
     predictor = open_bundle(args.model, torch.device("cpu"))
     category = predictor.resolve_category(args.category)
     result = export_onnx(predictor, category, args.out, overwrite=args.overwrite)

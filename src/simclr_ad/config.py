@@ -35,8 +35,9 @@ ASPECTS = ("auto", "square")  # data.shape.choose_shape
 # With pretrained weights and ``auto``, the keys still at their defaults take these values: the
 # detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
 PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule": "max"}
+MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +133,12 @@ def _validate(cfg: TrainConfig) -> None:
         ("val_min", cfg.val_min >= 0, "an integer >= 0"),
         ("image_size", 32 <= cfg.image_size <= 2048, "an integer in [32, 2048]"),
         ("aspect", cfg.aspect in ASPECTS, f"one of {', '.join(ASPECTS)}"),
-        ("head_out", cfg.head_out >= 1, "an integer >= 1"),
-        ("head_hidden", all(d >= 1 for d in cfg.head_hidden), "a list of positive integers"),
+        ("head_out", 1 <= cfg.head_out <= MAX_WIDTH, f"an integer in [1, {MAX_WIDTH}]"),
+        (
+            "head_hidden",
+            all(1 <= d <= MAX_WIDTH for d in cfg.head_hidden),
+            f"a list of integers in [1, {MAX_WIDTH}]",
+        ),
         (
             "head_dropout",
             len(cfg.head_dropout) == len(cfg.head_hidden)
@@ -160,7 +165,7 @@ def _validate(cfg: TrainConfig) -> None:
             cfg.cutpaste_dense >= 0 and (cfg.cutpaste_dense == 0 or cfg.objective == "cutpaste"),
             "a number >= 0 (0: off), and 0 unless objective is cutpaste",
         ),
-        ("device", bool(_DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
+        ("device", bool(DEVICE_PATTERN.match(cfg.device)), "auto, cpu, cuda, cuda:N or mps"),
         ("seed", 0 <= cfg.seed <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, "an integer >= 1"),
         ("backbone", bool(cfg.backbone), "a timm model name"),
@@ -291,6 +296,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); expected a YAML file"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

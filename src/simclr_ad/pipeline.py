@@ -18,7 +18,13 @@ import torch
 from simclr_ad import __version__
 from simclr_ad.bundle import Bundle, load_bundle, prefixed, save_bundle, unprefixed
 from simclr_ad.checkpoint import load_checkpoint
-from simclr_ad.config import TrainConfig, apply_pretrained_recipe, build_config, dump_yaml
+from simclr_ad.config import (
+    DEVICE_PATTERN,
+    TrainConfig,
+    apply_pretrained_recipe,
+    build_config,
+    dump_yaml,
+)
 from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
 from simclr_ad.data.images import display_path
 from simclr_ad.data.mvtec import (
@@ -75,6 +81,8 @@ class TrainResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; an unavailable explicit device is a UserError."""
+    if not DEVICE_PATTERN.match(name):
+        raise UserError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

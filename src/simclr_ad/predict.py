@@ -29,6 +29,7 @@ from simclr_ad.data.images import (
 )
 from simclr_ad.errors import UserError
 from simclr_ad.heatmap import overlay
+from simclr_ad.outputs import check_output_file, check_output_folder
 from simclr_ad.predictor import Prediction, Predictor, stack_images
 
 CSV_COLUMNS = (
@@ -103,7 +104,12 @@ def _unique_heatmap_names(files: list[ImageFile]) -> list[ImageFile]:
 
 
 def check_outputs(out: Path | None, heatmaps: Path | None, *, overwrite: bool) -> None:
-    """Refuse to replace an existing CSV or fill a non-empty heatmap folder without overwrite."""
+    """Refuse to replace an existing CSV or fill a non-empty heatmap folder without overwrite,
+    and paths that cannot be written (a missing folder for the CSV, a file above either)."""
+    if out is not None:
+        check_output_file(out, "--out", parents=False)
+    if heatmaps is not None:
+        check_output_folder(heatmaps, "--heatmaps")
     if out is not None and out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or add --overwrite")
     if heatmaps is not None and heatmaps.exists():

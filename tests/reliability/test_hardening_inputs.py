@@ -168,3 +168,72 @@ def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(
     ]
     last = load_checkpoint(folder / "last.ckpt")
     assert last["epoch"] == 2 and all(math.isfinite(row["loss"]) for row in last["history"])
+
+
+def _cli_cases(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
+    """argv -> the text its one line must hold; ``tmp/FILE`` is a file."""
+    file, binary, head = tmp / "FILE", tmp / "binary.yaml", tmp / "head.yaml"
+    train = ["train", "--data", str(tmp / "data")]
+    predict = ["predict", "--model", str(model), str(tmp / "in")]
+    serve = ["serve", "--model", str(model)]
+    return {
+        "train --out FILE": ([*train, "--out", str(file)], f"--out {file} is a file, not a folder"),
+        "train --out FILE/sub": ([*train, "--out", f"{file}/sub"], f"{file} is a file"),
+        'train --out ""': ([*train, "--out", ""], "--out is empty"),
+        "evaluate --out FILE": (
+            ["evaluate", "--model", str(model), "--data", str(tmp), "--out", str(file)],
+            "is a file, not a folder",
+        ),
+        "predict --out missing/p.csv": (
+            [*predict, "--out", str(tmp / "missing" / "p.csv")],
+            f"the folder {tmp / 'missing'} does not exist",
+        ),
+        "predict --out DIR --overwrite": (
+            [*predict, "--out", str(tmp), "--overwrite"],
+            "is a folder; give a file name",
+        ),
+        "predict --heatmaps FILE/x": ([*predict, "--heatmaps", f"{file}/x"], f"{file} is a file"),
+        "predict --device garbage": ([*predict, "--device", "garbage"], "unknown device 'garbage'"),
+        "export --out DIR --overwrite": (
+            ["export", "--model", str(model), "--out", str(tmp), "--overwrite"],
+            "is a folder; give a file name",
+        ),
+        "serve --port 99999": ([*serve, "--port", "99999"], "--port must be in [0, 65535]"),
+        "serve --max-upload-mb inf": ([*serve, "--max-upload-mb", "inf"], "a finite number > 0"),
+        "serve --device garbage": ([*serve, "--device", "garbage"], "unknown device"),
+        "train --seed 2**64": (
+            [*train, "--out", str(tmp / "r"), "--seed", str(2**64)],
+            "invalid config value seed=",
+        ),
+        "train --config BINARY": (
+            [*train, "--out", str(tmp / "r"), "--config", str(binary)],
+            f"config file {binary} is not UTF-8 text",
+        ),
+        "head_hidden: [1000000000]": (
+            [*train, "--out", str(tmp / "r"), "--config", str(head)],
+            "invalid config value head_hidden=(1000000000,): expected a list of integers in",
+        ),
+    }
+
+
+CLI_CASES = list(_cli_cases(Path("/x"), Path("/m")))
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_bad_command_line_values_are_one_line(
+    case: str,
+    tiny_fabric_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00lr: 1")
+    (tmp_path / "head.yaml").write_text("head_hidden: [1000000000]\n")
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")
+    monkeypatch.setattr(pipeline, "build_model", lambda *a, **k: pytest.fail("trained"))
+    argv, expected = _cli_cases(tmp_path, tiny_fabric_model)[case]
+    assert main(["-q", *argv]) == 2
+    assert expected in _one_error_line(capsys)
+    assert (tmp_path / "FILE").read_text() == "a file"
