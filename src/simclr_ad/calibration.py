@@ -35,12 +35,17 @@ the jackknife+") still caps the false-alarm rate at 2α + O(1/n) in the worst ca
 it sits at or below α here, since the final bank, fitted on more good images than any fold's,
 scores new good parts lower than the fold banks scored theirs.
 
+**Floor.** Whatever the rule, the threshold is at least THRESHOLD_FLOOR times the mean score
+magnitude (or 1e-6 absolute): good scores that are all 0 (near-identical images) would otherwise
+give a threshold of 0 (a warning says so).
+
 ``normalize_scores`` divides scores by the threshold so 1.0 is the decision boundary.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +55,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+log = logging.getLogger(__name__)
+
 METHODS = ("conformal", "gaussian-tail", "single-score")
+# The least threshold, relative to the good scores' mean magnitude (absolute below 1): scores
+# that are all (nearly) 0, e.g. near-identical good images, would otherwise give a threshold of
+# 0, which flags every image and cannot normalise scores.
+THRESHOLD_FLOOR = 1e-6
 SOURCES = ("held-out", "cross-fitted")
 
 
@@ -169,6 +180,7 @@ def calibrate_threshold(
         method, threshold = "gaussian-tail", _gaussian_tail_bound(scores, target_fpr)
     else:
         method, threshold = "single-score", float(scores[0] + 0.5 * abs(scores[0]))
+    threshold = _with_floor(threshold, scores)
     return Calibration(
         threshold=threshold,
         method=method,
@@ -180,6 +192,29 @@ def calibrate_threshold(
         source="cross-fitted" if folds else "held-out",
         folds=folds,
     )
+
+
+def _with_floor(threshold: float, scores: NDArray[np.float64]) -> float:
+    """``threshold`` raised to THRESHOLD_FLOOR × max(1, mean |score|), with a warning when the
+    good scores have no spread to speak of (the threshold then says little)."""
+    floor = THRESHOLD_FLOOR * max(1.0, float(np.abs(scores).mean()))
+    spread = float(scores[-1] - scores[0])
+    if scores.size > 1 and spread <= floor:
+        log.warning(
+            "the %d good scores are all equal (spread %.3g): near-identical good images? The "
+            "threshold (%.6g) separates little; calibrate on more varied good images",
+            scores.size,
+            spread,
+            max(threshold, floor),
+        )
+    if threshold >= floor:
+        return threshold
+    log.warning(
+        "threshold %.3g raised to the floor %.3g: a threshold of 0 would flag every image",
+        threshold,
+        floor,
+    )
+    return floor
 
 
 def _gaussian_tail_bound(scores: NDArray[np.float64], target_fpr: float) -> float:

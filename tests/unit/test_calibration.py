@@ -100,8 +100,9 @@ def test_normalisation_puts_the_threshold_at_one() -> None:
 
 
 def test_normalisation_needs_a_positive_threshold() -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        normalize_scores([1.0], calibrate_threshold([0.0, 0.0]))
+    zero = Calibration(0.0, "gaussian-tail", n=2, target_fpr=0.01, mean=0.0, std=0.0, max_score=0.0)
+    with pytest.raises(ValueError, match="threshold"):  # calibrate_threshold floors it (> 0)
+        normalize_scores([1.0], zero)
 
 
 def test_dict_round_trip() -> None:
