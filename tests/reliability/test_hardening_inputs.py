@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,17 @@ def test_bad_command_line_values_are_one_line(
     assert main(["-q", *argv]) == 2
     assert expected in _one_error_line(capsys)
     assert (tmp_path / "FILE").read_text() == "a file"
+
+
+def test_non_utf8_category_folder_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_training: None
+) -> None:
+    name = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: a lone surrogate in Python
+    data = _good_images(tmp_path / "data", 3, category=name)
+    _good_images(data, 3, category="plain")
+    out = tmp_path / "run"
+    argv = ["-q", "train", "--data", str(data), "--out", str(out), "--epochs", "0", *TINY_TRAIN]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"category folder {data}/caf\\xe9 has a name that is not valid UTF-8" in line
+    assert not out.exists()

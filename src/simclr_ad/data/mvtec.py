@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from simclr_ad.data.images import IMAGE_EXTENSIONS
+from simclr_ad.data.images import IMAGE_EXTENSIONS, display_path
 from simclr_ad.errors import UserError
 
 GOOD = "good"
@@ -68,13 +68,27 @@ def resolve_categories(root: Path, requested: Sequence[str]) -> list[str]:
     if not found:
         raise UserError(f"no categories under {root}: expected ROOT/<category>/train/good/")
     if not requested:
-        return found
+        return check_names(root, found)
     missing = [c for c in requested if c not in found]
     if missing:
         raise UserError(
             f"unknown category {', '.join(missing)} in {root}; categories found: {', '.join(found)}"
         )
-    return list(dict.fromkeys(requested))
+    return check_names(root, list(dict.fromkeys(requested)))
+
+
+def check_names(root: Path, names: list[str]) -> list[str]:
+    """``names``, unless one is not valid UTF-8 (bytes Python keeps as lone surrogates): category
+    names are written into the model's metadata, which must be UTF-8."""
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(
+                f"category folder {display_path(root / name)} has a name that is not valid "
+                "UTF-8; rename it, or leave it out with --categories"
+            ) from None
+    return names
 
 
 def split_validation(
