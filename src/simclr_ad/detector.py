@@ -210,6 +210,7 @@ class GoodFeatures(NamedTuple):
     mapped: Tensor  # R image rows
 
 
+MIN_CROSSFIT_IMAGES = 3
 MAX_CALIBRATION_IMAGES = 500  # cross-fitted scores: enough for a conformal 1% (>= 99)
 
 
@@ -362,8 +363,10 @@ def _fit_group(
     n = pixels.shape[0]
     photometric = Photometric.fit(settings.photometric, pixels)
     crossfit = settings.calibration == "crossfit"
-    if crossfit and n < 2:
-        raise ValueError("cross-fitted calibration needs at least 2 good training images")
+    if crossfit and n < MIN_CROSSFIT_IMAGES:  # each fold's global scorers need 2 other images
+        raise ValueError(
+            f"cross-fitted calibration needs at least {MIN_CROSSFIT_IMAGES} good training images"
+        )
     mapped = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed + 1))
     mapped = mapped[:MAX_CALIBRATION_IMAGES].sort().values if crossfit else mapped[:0]
     features = collect_features(embedder, pixels, settings, photometric, device, mapped=mapped)

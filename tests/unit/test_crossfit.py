@@ -81,15 +81,15 @@ def test_cross_fitted_calibration_records_its_source_and_round_trips() -> None:
     assert Calibration.from_dict(older).source == "held-out"  # bundles before cross-fitting
 
 
-def test_crossfit_needs_two_images() -> None:
+def test_crossfit_needs_three_images() -> None:
     from simclr_ad.detector import _fit_group
 
     class Never(torch.nn.Module):  # never reached: refused before any feature is computed
         pass
 
     settings = DetectorSettings(image_size=8)
-    with pytest.raises(ValueError, match="at least 2"):
-        one = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="at least 3"):
+        one = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
         _fit_group(Never(), one, settings, torch.device("cpu"))  # type: ignore[arg-type]
 
 
