@@ -16,8 +16,11 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +74,37 @@ class EvaluationResult:
     report: Path
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    outputs = ("metrics.json", "scores.csv", "val_scores.csv", REPORT_FILE, DATA_DIR, FIGURES_DIR)
-    existing = [name for name in outputs if (out / name).exists()]
+OUTPUTS = ("metrics.json", "scores.csv", "val_scores.csv", REPORT_FILE, DATA_DIR, FIGURES_DIR)
+
+
+@contextlib.contextmanager
+def _replacing_outputs(out: Path, overwrite: bool) -> Iterator[None]:
+    """Refuse to replace an earlier evaluation without ``overwrite``; with it, set the earlier
+    outputs aside in ``out/.previous-*`` while the new ones are written: deleted once the new
+    evaluation is complete, put back (the partial new outputs removed) if it fails."""
+    existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
         raise UserError(
             f"{out} already holds {', '.join(existing)}; use --overwrite or another --out"
         )
-    for stale in [*(out / DATA_DIR).glob("*.npz"), *(out / FIGURES_DIR).glob("*.png")]:
-        stale.unlink()  # an earlier evaluation's, replaced as --overwrite asked
     out.mkdir(parents=True, exist_ok=True)
+    previous = Path(tempfile.mkdtemp(prefix=".previous-", dir=out))
+    try:
+        for name in existing:
+            os.replace(out / name, previous / name)
+        try:
+            yield
+        except BaseException:
+            for name in OUTPUTS:
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+                elif (out / name).exists():
+                    (out / name).unlink()
+            for name in existing:
+                os.replace(previous / name, out / name)
+            raise
+    finally:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def score_category(
@@ -221,7 +245,20 @@ def evaluate(
         raise UserError(
             f"the model was not trained on {', '.join(unknown)}; it knows: {', '.join(known)}"
         )
-    _prepare_out(out, overwrite)
+    with _replacing_outputs(out, overwrite):
+        return _evaluate_into(out, loaded, model_dir, root, categories, device)
+
+
+def _evaluate_into(
+    out: Path,
+    loaded: LoadedDetector,
+    model_dir: Path,
+    root: Path,
+    categories: Sequence[str],
+    device: torch.device,
+) -> EvaluationResult:
+    """Score, compute the metrics and write every output of an evaluation into ``out``."""
+    known = loaded.detector.categories
     results = tuple(
         score_category(loaded, root, c, device)
         for c in (categories or _with_test_images(root, known))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from simclr_ad.objectives import (
     SimCLRObjective,
     feature_centre,
 )
+from simclr_ad.run_folder import claim_run_folder
 from simclr_ad.selection import SELECTION_IMAGES, choose
 from simclr_ad.training import LoopSettings, ResumeState, Trainer, write_train_log
 
@@ -115,24 +116,6 @@ def config_for_resume(checkpoint_config: dict[str, Any], overrides: dict[str, An
     return build_config(
         checkpoint_config, **{k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
     )
-
-
-def prepare_run_dir(out: Path, *, resuming_into_same: bool, overwrite: bool) -> None:
-    """Refuse to replace a run (checkpoints or a model) unless resuming into it or told to."""
-    checkpoints = out / "checkpoints"
-    has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))
-    has_run = has_checkpoints or (out / "model" / "model.json").exists()
-    if has_run and not (resuming_into_same or overwrite):
-        raise UserError(
-            f"run folder {out} already holds checkpoints or a model; use --resume "
-            f"{checkpoints / 'last.ckpt'} to continue it, --overwrite to replace it, "
-            "or another --out"
-        )
-    if has_checkpoints and overwrite:
-        shutil.rmtree(checkpoints)
-    for stale in checkpoints.glob(".*.ckpt.*.tmp"):  # a half-written file of a killed run
-        stale.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def held_out_fraction(config: TrainConfig | dict[str, Any]) -> float:
@@ -435,9 +418,28 @@ def _train(
     out = Path(config.out)
     splits = load_splits(config)  # the data is checked before anything in --out is touched
     check_calibration_images(config, splits)
+    same = resume is not None and resume.resolve().parent.parent == out.resolve()
+    claim = (
+        claim_run_folder(out, resuming_into_same=same, overwrite=overwrite)
+        if dist.is_main
+        else contextlib.nullcontext()
+    )
+    with claim:
+        return _run(config, splits, device, dist, checkpoint, started, recipe)
+
+
+def _run(
+    config: TrainConfig,
+    splits: list[CategorySplit],
+    device: torch.device,
+    dist: DistInfo,
+    checkpoint: dict[str, Any] | None,
+    started: float,
+    recipe: dict[str, Any],
+) -> TrainResult:
+    """Train, fit the detector and save it, in a run folder this process holds."""
+    out = Path(config.out)
     if dist.is_main:
-        same = resume is not None and resume.resolve().parent.parent == out.resolve()
-        prepare_run_dir(out, resuming_into_same=same, overwrite=overwrite)
         (out / "config.yaml").write_text(dump_yaml(config))
     if recipe and dist.is_main:  # said once the data is known to be there
         log.info(
