@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from simclr_ad import __version__
 from simclr_ad.embeddings import Embedder, Photometric
 from simclr_ad.errors import UserError
-from simclr_ad.predictor import ONNX_METADATA_KEY, BundlePredictor, OnnxPredictor
+from simclr_ad.predictor import (
+    ONNX_METADATA_KEY,
+    ONNX_SIGNATURE_KEY,
+    BundlePredictor,
+    OnnxPredictor,
+    onnx_signature,
+)
 from simclr_ad.scoring.patch import PatchScorer, gaussian_blur
 
 log = logging.getLogger(__name__)
@@ -185,14 +191,15 @@ def _trace_to_file(graph: DetectorGraph, images: Tensor, path: Path) -> None:
 
 
 def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> None:
-    """Threshold, calibration, preprocessing and provenance as ``metadata_props``."""
+    """Threshold, calibration, preprocessing and provenance as ``metadata_props``, signed with
+    a SHA-256 over the graph and those entries (``predictor.onnx_signature``)."""
     import onnx
 
     model = onnx.load(str(path))
     meta = predictor.metadata
     calibration = predictor.calibration(category)
     description = {
-        "format": 1,
+        "format": 2,
         "category": category,
         "image_size": predictor.image_size,
         "input_shape": list(predictor.input_shape(category)),
@@ -214,6 +221,9 @@ def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> N
         "target_fpr": repr(calibration.target_fpr),
         "image_size": str(predictor.image_size),
     }
+    props[ONNX_SIGNATURE_KEY] = onnx_signature(
+        model.graph.SerializeToString(deterministic=True), props
+    )
     onnx.helper.set_model_props(model, props)
     model.producer_name, model.producer_version = "simclr-ad", __version__
     onnx.save(model, str(path))

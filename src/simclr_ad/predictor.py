@@ -10,9 +10,10 @@ onnxruntime (:class:`OnnxPredictor`); ``open_predictor`` picks one by the path.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from simclr_ad.pipeline import LoadedDetector, load_detector
 log = logging.getLogger(__name__)
 
 ONNX_METADATA_KEY = "simclr_ad"  # metadata_props entry holding the predictor's JSON description
+ONNX_SIGNATURE_KEY = "simclr_ad_sha256"  # SHA-256 over the graph and the other entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,15 +155,17 @@ class OnnxPredictor(Predictor):
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"cannot load ONNX model {path}: {exc}") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_METADATA_KEY not in props:
-            raise UserError(f"{path} is not an ONNX model exported by simclr-ad export")
-        self.metadata = json.loads(props[ONNX_METADATA_KEY])
-        self.image_size = int(self.metadata["image_size"])
-        shape = self.metadata.get("input_shape") or [self.image_size, self.image_size]
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.categories = [self.metadata["category"]]
-        self.calibration = Calibration.from_dict(self.metadata["calibration"])
+        self.metadata = verified_onnx_metadata(path)
+        try:
+            self.image_size = int(self.metadata["image_size"])
+            shape = self.metadata.get("input_shape") or [self.image_size, self.image_size]
+            self.shape = (int(shape[0]), int(shape[1]))
+            self.categories = [str(self.metadata["category"])]
+            self.calibration = Calibration.from_dict(self.metadata["calibration"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise UserError(
+                f"{path}: malformed simclr_ad metadata ({type(exc).__name__}: {exc})"
+            ) from None
 
     def input_shape(self, category: str) -> tuple[int, int]:
         return self.shape
@@ -170,6 +174,44 @@ class OnnxPredictor(Predictor):
         images = normalize(pixels).numpy()
         scores, anomaly_maps = self.session.run(["score", "anomaly_map"], {"image": images})
         return _predictions(category, self.calibration, scores, anomaly_maps if maps else None)
+
+
+def onnx_signature(graph: bytes, props: Mapping[str, str]) -> str:
+    """SHA-256 of an exported model's serialised graph and of its metadata entries other than
+    the signature: an edit to the weights, the graph or the threshold changes it."""
+    digest = hashlib.sha256(graph)
+    rest = {k: v for k, v in props.items() if k != ONNX_SIGNATURE_KEY}
+    digest.update(json.dumps(rest, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def verified_onnx_metadata(path: Path) -> dict[str, Any]:
+    """The JSON description of a ``simclr-ad export`` file whose signature matches its graph
+    and metadata; a UserError naming the file otherwise."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises protobuf's DecodeError and others
+        raise UserError(f"cannot load ONNX model {path}: {exc}") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_METADATA_KEY not in props:
+        raise UserError(f"{path} is not an ONNX model exported by simclr-ad export")
+    if ONNX_SIGNATURE_KEY not in props:
+        raise UserError(f"{path} carries no signature (an older export?); export it again")
+    graph = model.graph.SerializeToString(deterministic=True)
+    if props[ONNX_SIGNATURE_KEY] != onnx_signature(graph, props):
+        raise UserError(
+            f"{path} does not match its signature: its graph or metadata (e.g. the threshold) "
+            "were edited; export the model again"
+        )
+    try:
+        metadata = json.loads(props[ONNX_METADATA_KEY])
+    except ValueError as exc:
+        raise UserError(f"{path}: malformed simclr_ad metadata ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"{path}: malformed simclr_ad metadata (not a JSON object)")
+    return metadata
 
 
 def open_predictor(path: Path, device: torch.device) -> Predictor:
