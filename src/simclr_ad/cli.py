@@ -180,6 +180,12 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--out", type=Path, help="CSV file (default: standard output)")
     pr.add_argument("--heatmaps", type=Path, help="folder for anomaly-map overlay PNGs")
     pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="images of more width × height are listed as unreadable, not decoded (40000000)",
+    )
     pr.add_argument("--device", default="auto")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
 
@@ -191,6 +197,9 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--device", default="auto")
     sv.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass")
     sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (MB)")
+    sv.add_argument(
+        "--max-pixels", type=int, default=None, help="largest width × height (40000000)"
+    )
     sv.add_argument(
         "--api-key",
         help="require this key on /v1/* (header X-API-Key); default: env SIMCLR_AD_API_KEY, "
@@ -349,6 +358,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )
     print(
         f"{summary.n_images} images ({category}): {summary.n_anomalous} anomalous, "
@@ -380,6 +390,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         max_batch=args.max_batch,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
     )
     return 0

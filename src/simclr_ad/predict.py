@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from simclr_ad.data.images import (
     IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     UnreadableImageError,
     display_path,
     read_rgb,
@@ -119,10 +120,10 @@ def check_outputs(out: Path | None, heatmaps: Path | None, *, overwrite: bool) -
             raise UserError(f"--heatmaps {heatmaps} is not empty; choose another or --overwrite")
 
 
-def _decode(item: ImageFile, size: tuple[int, int]) -> np.ndarray | str:
+def _decode(item: ImageFile, size: tuple[int, int], max_pixels: int) -> np.ndarray | str:
     """H×W×3 uint8 pixels, or the reason the file cannot be read."""
     try:
-        return read_rgb(item.path, size)
+        return read_rgb(item.path, size, max_pixels=max_pixels)
     except UnreadableImageError as exc:
         return exc.reason
 
@@ -132,10 +133,12 @@ def _batches(
     size: tuple[int, int],
     batch_size: int,
     pool: ThreadPoolExecutor,
+    max_pixels: int,
 ) -> Iterator[list[tuple[ImageFile, np.ndarray | str]]]:
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        yield list(zip(chunk, pool.map(lambda f: _decode(f, size), chunk), strict=True))
+        decoded = pool.map(lambda f: _decode(f, size, max_pixels), chunk)
+        yield list(zip(chunk, decoded, strict=True))
 
 
 def _row(
@@ -164,6 +167,7 @@ def predict_files(
     heatmaps: Path | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> PredictSummary:
     """Score ``files`` as ``category``; CSV to ``out`` (stdout when None), overlays to ``heatmaps``.
 
@@ -175,12 +179,14 @@ def predict_files(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_pixels < 1:
+        raise UserError(f"--max-pixels must be >= 1, got {max_pixels}")
     started = time.perf_counter()
     staging = None if out is None else out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with _open_csv(staging) as handle:
             n_anomalous, n_errors = _predict_into(
-                predictor, files, category, handle, heatmaps, batch_size, progress
+                predictor, files, category, handle, heatmaps, batch_size, progress, max_pixels
             )
         if staging is not None and out is not None:
             os.replace(staging, out)
@@ -209,6 +215,7 @@ def _predict_into(
     heatmaps: Path | None,
     batch_size: int,
     progress: bool,
+    max_pixels: int,
 ) -> tuple[int, int]:
     """Write the CSV rows of ``files`` to ``handle``; returns (anomalous, unreadable) counts."""
     n_anomalous = n_errors = 0
@@ -218,7 +225,8 @@ def _predict_into(
         tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar,
         ThreadPoolExecutor(max_workers=4) as pool,
     ):
-        for batch in _batches(files, predictor.input_shape(category), batch_size, pool):
+        shape = predictor.input_shape(category)
+        for batch in _batches(files, shape, batch_size, pool, max_pixels):
             readable = [i for i, (_, px) in enumerate(batch) if isinstance(px, np.ndarray)]
             predictions: dict[int, Prediction] = {}
             if readable:

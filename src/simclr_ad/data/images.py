@@ -12,6 +12,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+# The largest width × height decoded (train, evaluate, predict, and the service's uploads): an
+# 81-megapixel PNG is 243 MB of RGB; a batch of them would exhaust memory.
+MAX_PIXELS = 40_000_000
 
 
 class UnreadableImageError(Exception):
@@ -57,9 +60,10 @@ def _width_height(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[1]), int(size[0]))
 
 
-def read_rgb(path: Path, size: Size | None = None) -> np.ndarray:
+def read_rgb(path: Path, size: Size | None = None, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file into an 8-bit RGB array, optionally resized to ``size`` (a side S
-    or (H, W)).
+    or (H, W)); images of more than ``max_pixels`` (width × height, read from the header) are
+    refused before their pixels are decoded.
 
     EXIF orientation is applied. Resizing uses bicubic interpolation with antialiasing, after
     an integer box-filter reduction when shrinking 2x or more.
@@ -70,8 +74,18 @@ def read_rgb(path: Path, size: Size | None = None) -> np.ndarray:
     Raises:
         UnreadableImageError: the file is missing, empty, truncated or not an image.
     """
+
+    def check(image: Image.Image) -> None:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UnreadableImageError(
+                path, f"{width}×{height} pixels, more than the limit of {max_pixels}"
+            )
+
     try:
-        return decode_rgb(path, size)
+        return decode_rgb(path, size, check=check)
+    except UnreadableImageError:
+        raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise UnreadableImageError(path, "too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:

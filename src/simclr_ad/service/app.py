@@ -237,6 +237,7 @@ def _model_failure(exc: Exception) -> HTTPException:
 
 MODEL_ENV, DEVICE_ENV, BATCH_ENV = "SIMCLR_AD_MODEL", "SIMCLR_AD_DEVICE", "SIMCLR_AD_MAX_BATCH"
 MAX_BYTES_ENV, API_KEY_ENV = "SIMCLR_AD_MAX_UPLOAD_BYTES", "SIMCLR_AD_API_KEY"
+MAX_PIXELS_ENV = "SIMCLR_AD_MAX_PIXELS"
 
 
 def app_from_environment() -> FastAPI:
@@ -250,7 +251,10 @@ def app_from_environment() -> FastAPI:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     device = resolve_device(os.environ.get(DEVICE_ENV, "auto"))
     predictor = open_predictor(Path(os.environ[MODEL_ENV]), device)
-    limits = UploadLimits(max_bytes=int(os.environ.get(MAX_BYTES_ENV, UploadLimits.max_bytes)))
+    limits = UploadLimits(
+        max_bytes=int(os.environ.get(MAX_BYTES_ENV, UploadLimits.max_bytes)),
+        max_pixels=int(os.environ.get(MAX_PIXELS_ENV, UploadLimits.max_pixels)),
+    )
     return create_app(
         predictor,
         limits=limits,

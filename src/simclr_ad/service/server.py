@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -57,6 +58,7 @@ def serve(
     device: str = "auto",
     max_batch: int = 8,
     max_upload_bytes: int | None = None,
+    max_pixels: int | None = None,
     api_key: str | None = None,
 ) -> None:
     """Serve ``model`` (bundle folder or ``.onnx``) until interrupted.
@@ -74,9 +76,13 @@ def serve(
         raise UserError("--api-key must not be empty")
     if not api_key and not is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it may use it", host)
+    if max_pixels is not None and max_pixels < 1:
+        raise UserError(f"--max-pixels must be >= 1, got {max_pixels}")
     limits = UploadLimits()
     if max_upload_bytes is not None:
-        limits = UploadLimits(max_bytes=max_upload_bytes)
+        limits = dataclasses.replace(limits, max_bytes=max_upload_bytes)
+    if max_pixels is not None:
+        limits = dataclasses.replace(limits, max_pixels=max_pixels)
     if workers == 1:
         _serve_in_process(model, host, port, device, max_batch, limits, api_key)
     else:
@@ -123,6 +129,7 @@ def _serve_workers(
         service_app.DEVICE_ENV: device,
         service_app.BATCH_ENV: str(max_batch),
         service_app.MAX_BYTES_ENV: str(limits.max_bytes),
+        service_app.MAX_PIXELS_ENV: str(limits.max_pixels),
         "SIMCLR_AD_WORKERS": str(workers),
     }
     if api_key:

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from simclr_ad.data.images import Size, decode_rgb
+from simclr_ad.data.images import MAX_PIXELS, Size, decode_rgb
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 
@@ -25,7 +25,7 @@ class UploadLimits:
     """
 
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_PIXELS
     formats: frozenset[str] = ALLOWED_FORMATS
 
 
