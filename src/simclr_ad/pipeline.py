@@ -37,6 +37,7 @@ from simclr_ad.data.mvtec import (
 from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import DecodedImages, decode_images
 from simclr_ad.detector import (
+    MIN_CROSSFIT_IMAGES,
     Detector,
     DetectorSettings,
     detector_from_state,
@@ -138,15 +139,17 @@ def load_splits(config: TrainConfig) -> list[CategorySplit]:
 
 def check_calibration_images(config: TrainConfig, splits: list[CategorySplit]) -> None:
     """Refuse, before any training, a category (or the pooled group) with too few good images
-    to set its threshold: cross-fitting needs 2, holding out needs 1 held-out image."""
+    to set its threshold: cross-fitting needs MIN_CROSSFIT_IMAGES, holding out needs 1 held-out
+    image."""
     root = Path(config.data)
     groups = [splits] if config.pooled else [[split] for split in splits]
     for members in groups:
         where = display_path(root / members[0].category / "train" / "good")
         n_good = sum(len(s.train) + len(s.val) for s in members)
-        if config.calibration == "crossfit" and n_good < 2:
+        if config.calibration == "crossfit" and n_good < MIN_CROSSFIT_IMAGES:
             raise UserError(
-                f"{where}: only {n_good} good image(s); cross-fitted calibration needs at least 2"
+                f"{where}: only {n_good} good image(s); cross-fitted calibration needs at least "
+                f"{MIN_CROSSFIT_IMAGES}"
             )
         if config.calibration == "holdout" and not any(s.val for s in members):
             raise UserError(

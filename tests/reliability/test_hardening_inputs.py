@@ -60,7 +60,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("n_good", "flags", "expected"),
     [
-        (1, [], "only 1 good image(s); cross-fitted calibration needs at least 2"),
+        (1, [], "only 1 good image(s); cross-fitted calibration needs at least 3"),
+        (2, [], "only 2 good image(s); cross-fitted calibration needs at least 3"),
         (3, ["--calibration", "holdout"], "no good image held out for --calibration holdout"),
         (
             40,
