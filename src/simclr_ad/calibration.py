@@ -27,13 +27,13 @@ placeholder without any guarantee. With no score at all there is no threshold.
 
 **Where the good scores come from** (``source``). ``held-out``: a split of the training good
 images that the detector was never fitted on (the guarantee above holds as stated). ``cross-fitted``
-(the default, ``detector.fit_detector``): every training good image is scored by a detector fitted
-on the K − 1 folds that exclude it, so all n good images calibrate while the final detector is
-fitted on all of them. The scores are then not exactly exchangeable with a new part's score (each
-fold's bank differs); the cross-conformal bound of Barber et al. (2021, "Predictive inference with
-the jackknife+") still caps the false-alarm rate at 2α + O(1/n) in the worst case, and in practice
-it sits at or below α here, since the final bank, fitted on more good images than any fold's,
-scores new good parts lower than the fold banks scored theirs.
+(the default, ``detector.fit_detector``): every training good image is scored by a detector that
+never saw it, so all n good images calibrate while the final detector is fitted on all of them:
+leave-one-image-out for the patch scorer (the final bank less the image's own patches; ``folds``
+= n), K folds for the global scorers. The scores are then not exactly exchangeable with a new
+part's score (each image meets a slightly different bank); the jackknife+ / cross-conformal bounds
+of Barber et al. (2021, "Predictive inference with the jackknife+") still cap the false-alarm rate
+at 2α (+ O(1/n) for K folds) in the worst case, and in practice it sits near α.
 
 **Floor.** Whatever the rule, the threshold is at least THRESHOLD_FLOOR times the mean score
 magnitude (or 1e-6 absolute): good scores that are all 0 (near-identical images) would otherwise
@@ -105,7 +105,9 @@ class Calibration:
             "gaussian-tail": "Student-t prediction bound",
             "single-score": "1.5 × the only score (no guarantee)",
         }[self.method]
-        source = f"{self.folds}-fold cross-fitted" if self.source == "cross-fitted" else "held-out"
+        source = "held-out"
+        if self.source == "cross-fitted":
+            source = "leave-one-out" if self.folds >= self.n else f"{self.folds}-fold cross-fitted"
         return (
             f"{rule} of {self.n} {source} good scores, target false-alarm rate {self.target_fpr:g}"
         )
@@ -159,7 +161,7 @@ def calibrate_threshold(
         val_scores: anomaly scores (n,) of held-out good images.
         target_fpr: α, the share of good images that may be flagged, in (0, 1).
         folds: K when the scores are K-fold cross-fitted (each from a detector that never saw
-            its image); 0 when they come from held-out images.
+            its image; K >= n: leave one out); 0 when they come from held-out images.
 
     Raises:
         ValueError: no scores, a non-finite score, or α outside (0, 1).

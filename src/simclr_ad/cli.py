@@ -101,7 +101,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "image; holdout: from a held-out --val-fraction",
     )
     d.add_argument(
-        "--calibration-folds", type=int, help="folds of the cross-fitted scores (default 5)"
+        "--calibration-folds",
+        type=int,
+        help="folds of the global scorers' cross-fitted scores (default 5; patch: leave one out)",
     )
     d.add_argument("--coreset-ratio", type=float, help="share of patches kept in the memory bank")
     d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")

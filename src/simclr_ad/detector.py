@@ -314,17 +314,14 @@ def fold_of(n: int, folds: int, seed: int) -> Tensor:
     return assignment
 
 
-def fold_patch_scorers(
-    features: GoodFeatures, fitted: ScorerSet, fold: Tensor
-) -> list[PatchScorer | None]:
-    """Per fold, the fitted (final) patch scorer less every bank patch taken from the fold's
-    images: the same coreset with holes where those images' own patches were, so no image is
-    matched to itself and no second coreset selection is run."""
-    folds = int(fold.max()) + 1
-    if fitted.patch is None or fitted.patch.kept is None:
-        return [None] * folds
-    bank_owner = features.owners[fitted.patch.kept]
-    return [fitted.patch.without(fold[bank_owner] == f) for f in range(folds)]
+def own_bank_patches(features: GoodFeatures, patch: PatchScorer, row: int) -> Tensor | None:
+    """Bools over ``patch``'s bank: the patches taken from image ``row``, to leave out when
+    scoring that image; None when the image owns the whole bank (a tiny one: nothing else to
+    match, so it is scored in sample)."""
+    if patch.kept is None:
+        return None
+    own = features.owners[patch.kept] == row
+    return None if bool(own.all()) else own
 
 
 def cross_fitted_scores(
@@ -334,13 +331,17 @@ def cross_fitted_scores(
     shape: tuple[int, int],
 ) -> dict[str, Tensor]:
     """Out-of-fold scores of the ``features.mapped`` images, per scorer: each image is scored by
-    scorers that never saw it (K = ``settings.calibration_folds`` folds of the N images; the
-    global scorers refitted on the other folds, the patch scorer by ``fold_patch_scorers``)."""
+    scorers that never saw it.
+
+    The patch scorer leaves one image out: the final bank less that image's own patches, so an
+    image meets a bank built from all the others, as a new part meets the final bank (K folds
+    would leave holes where a fifth of the images' patches were, and score good images higher
+    than new parts). The global scorers are refitted on K - 1 of K = ``calibration_folds``
+    folds."""
     n = features.h.shape[0]
     fold = fold_of(n, settings.calibration_folds, settings.seed)
     scores = {name: torch.empty(len(features.mapped)) for name in settings.scorers}
-    patches = fold_patch_scorers(features, fitted, fold)
-    for f, patch in enumerate(patches):
+    for f in range(int(fold.max()) + 1):
         here = torch.nonzero(fold[features.mapped] == f).flatten()  # positions in ``mapped``
         if here.numel() == 0:
             continue
@@ -349,9 +350,12 @@ def cross_fitted_scores(
             feature = features.h if _split_name(name)[1] == "h" else features.z
             scorer = _new_global(name, settings).fit(feature[fold != f])
             scores[name][here] = scorer.score(feature[rows])
-        if patch is not None and features.maps is not None:
-            for chunk in here.split(settings.batch_size):
-                scores["patch"][chunk] = patch.predict(features.maps[chunk].float(), shape).scores
+    patch = fitted.patch
+    if patch is not None and features.maps is not None:
+        for position, row in enumerate(features.mapped.tolist()):
+            own = own_bank_patches(features, patch, row)
+            maps = features.maps[position : position + 1].float()
+            scores["patch"][position] = patch.predict(maps, shape, exclude=own).scores[0]
     return scores
 
 
@@ -376,11 +380,11 @@ def _fit_group(
     scorer_set.shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     if crossfit:
         scores = cross_fitted_scores(features, scorer_set, settings, scorer_set.shape)
-        folds = min(settings.calibration_folds, n)
+        folds = {name: min(settings.calibration_folds, n) for name in scores} | {"patch": n}
         scorer_set.good_scores = scores
         scorer_set.good_rows = features.mapped
         scorer_set.calibrations = {
-            name: calibrate_threshold(s.numpy(), target_fpr=settings.target_fpr, folds=folds)
+            name: calibrate_threshold(s.numpy(), settings.target_fpr, folds=folds[name])
             for name, s in scores.items()
         }
     return scorer_set

@@ -4,7 +4,7 @@ A user has no labelled defects, so each candidate is judged on what a user has: 
 images and synthetic defects made from them. Per category and candidate, a detector is fitted on
 up to ``SELECTION_IMAGES`` good images with cross-fitted calibration (``detector``); up to
 ``DEFECT_BASES`` of those images get one synthetic defect each (CutPaste or a scar, alternately;
-Li et al. 2021), scored by the fold's scorers that never saw the base image. A candidate's
+Li et al. 2021), scored by the bank less the base image's own patches. A candidate's
 *synthetic recall* is the share of those defects at or above its cross-fitted threshold: what
 F1 at the calibrated threshold turns on. The highest recall wins; within one defect of it the
 higher synthetic AUROC, then the earlier (default) candidate.
@@ -32,8 +32,7 @@ from simclr_ad.detector import (
     collect_features,
     cross_fitted_scores,
     fit_scorers,
-    fold_of,
-    fold_patch_scorers,
+    own_bank_patches,
 )
 from simclr_ad.embeddings import Embedder, Photometric, iter_embeddings
 
@@ -86,9 +85,8 @@ def judge(
     fitted = fit_scorers(features, torch.ones(n, dtype=torch.bool), settings, photometric, device)
     shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     good = cross_fitted_scores(features, fitted, settings, shape)["patch"]
-    threshold = calibrate_threshold(good.numpy(), settings.target_fpr, folds=5).threshold
-    fold = fold_of(n, settings.calibration_folds, settings.seed)
-    scorers = fold_patch_scorers(features, fitted, fold)
+    threshold = calibrate_threshold(good.numpy(), settings.target_fpr, folds=n).threshold
+    assert fitted.patch is not None  # the patch scorer is configured
     bases = everything[:DEFECT_BASES]
     defects = synthetic_defects(pixels[bases], seed=settings.seed)
     scores = torch.empty(len(bases))
@@ -97,10 +95,9 @@ def judge(
         embedder, defects, device=device, batch_size=settings.batch_size, photometric=photometric
     ):
         assert emb.patches is not None  # the patch scorer is configured
-        for i, maps in enumerate(emb.patches.split(1)):
-            scorer = scorers[int(fold[bases[start + i]])]
-            assert scorer is not None
-            scores[start + i] = scorer.predict(maps, shape).scores[0]
+        for i, maps in enumerate(emb.patches.split(1)):  # each scored without its base's patches
+            own = own_bank_patches(features, fitted.patch, int(bases[start + i]))
+            scores[start + i] = fitted.patch.predict(maps, shape, exclude=own).scores[0]
         start += emb.patches.shape[0]
     labels = [0] * n + [1] * len(scores)
     return {

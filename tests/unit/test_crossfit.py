@@ -57,15 +57,33 @@ def test_an_image_unlike_the_others_scores_high_out_of_fold_but_zero_in_sample()
     assert scores["knn_h"][others].max() < 1e-4
 
 
-def test_patch_scorer_without_drops_exactly_the_given_rows() -> None:
-    bank = torch.arange(12.0).view(6, 2)
-    scorer = PatchScorer(coreset_ratio=1.0).fit(bank)
-    drop = torch.tensor([True, False, False, True, False, False])
-    smaller = scorer.without(drop)
-    assert torch.equal(smaller.state_dict()["bank"], bank[~drop])
-    assert smaller.params() == scorer.params()
-    with pytest.raises(ValueError, match="not all true"):
-        scorer.without(torch.ones(6, dtype=torch.bool))
+def test_excluded_bank_patches_are_never_matched() -> None:
+    bank = torch.arange(12.0).view(6, 2)  # rows (0, 1), (2, 3), ... (10, 11)
+    scorer = PatchScorer(coreset_ratio=1.0, k=2, sigma=0.0).fit(bank)
+    query = bank[1].view(1, 2, 1, 1)
+    assert scorer.patch_distances(query).item() == pytest.approx(8**0.5 / 2)  # 0 and sqrt(8)
+    drop = torch.tensor([True, True, False, False, False, False])
+    # without rows 0 and 1 the two nearest are rows 2 and 3: sqrt(8) and sqrt(32)
+    expected = (8**0.5 + 32**0.5) / 2
+    assert scorer.patch_distances(query, exclude=drop).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="between 1 and the 0 bank vectors"):
+        scorer.patch_distances(query, exclude=torch.ones(6, dtype=torch.bool))
+
+
+def test_leave_one_out_patch_scores_match_a_bank_refitted_without_the_image() -> None:
+    maps = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    settings = DetectorSettings(image_size=24, scorers=("patch",), coreset_ratio=1.0)
+    features = _features(maps)
+    everything = torch.ones(6, dtype=torch.bool)
+    fitted = fit_scorers(features, everything, settings, Photometric(), torch.device("cpu"))
+    scores = cross_fitted_scores(features, fitted, settings, (24, 24))["patch"]
+    for i in range(6):
+        others = torch.arange(6) != i
+        refitted = fit_scorers(features, others, settings, Photometric(), torch.device("cpu"))
+        assert refitted.patch is not None
+        stored = maps[i : i + 1].half().float()  # the maps are kept as float16
+        expected = refitted.patch.score(stored, image_size=(24, 24))[0]
+        assert scores[i] == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_cross_fitted_calibration_records_its_source_and_round_trips() -> None:
@@ -76,6 +94,7 @@ def test_cross_fitted_calibration_records_its_source_and_round_trips() -> None:
         5,
     )
     assert "120 5-fold cross-fitted good scores" in calibration.promise
+    assert "120 leave-one-out good scores" in calibrate_threshold([1.0] * 120, folds=120).promise
     assert Calibration.from_dict(calibration.to_dict()) == calibration
     older = {k: v for k, v in calibration.to_dict().items() if k not in ("source", "folds")}
     assert Calibration.from_dict(older).source == "held-out"  # bundles before cross-fitting

@@ -102,21 +102,13 @@ class PatchScorer(Scorer):
         logger.info("patch memory bank: %d of %d patches", self._state["bank"].shape[0], P)
         return self
 
-    def without(self, drop: Tensor) -> PatchScorer:
-        """A scorer with the same parameters whose bank lacks the rows where ``drop`` (K bools)
-        is true: e.g. the patches of some images, to score those images as if never fitted."""
-        bank = self._require_index().bank
-        if drop.shape != (bank.shape[0],) or bool(drop.all()):
-            raise ValueError(f"drop must be {bank.shape[0]} bools, not all true")
-        other = PatchScorer(**self.params())
-        other._set_state({"bank": bank[~drop.to(bank.device)].contiguous()})
-        return other
-
-    def patch_distances(self, features: Tensor) -> Tensor:
+    def patch_distances(self, features: Tensor, *, exclude: Tensor | None = None) -> Tensor:
         """Mean distance of every spatial patch to its k nearest bank patches.
 
         Args:
             features: N×C×h×w patch feature maps, C as in ``fit``.
+            exclude: K bools over the bank, true for patches not to match (e.g. the images'
+                own, to score them as if they had never been fitted on); not all true.
 
         Returns:
             N×h×w float32 distances on the features' device.
@@ -124,21 +116,29 @@ class PatchScorer(Scorer):
         index = self._require_index()
         N, C, h, w = _check_feature_maps(features, dim=self.feature_dim)
         queries = features.permute(0, 2, 3, 1).reshape(N * h * w, C)  # (N·h·w)×C
-        k = min(self.k, index.bank.shape[0])
-        return index.search(queries, k).mean(dim=1).reshape(N, h, w)
+        searched = index.bank.shape[0] - (int(exclude.sum()) if exclude is not None else 0)
+        k = min(self.k, searched)
+        return index.search(queries, k, exclude=exclude).mean(dim=1).reshape(N, h, w)
 
-    def anomaly_maps(self, features: Tensor, image_size: int | tuple[int, int]) -> Tensor:
+    def anomaly_maps(
+        self,
+        features: Tensor,
+        image_size: int | tuple[int, int],
+        *,
+        exclude: Tensor | None = None,
+    ) -> Tensor:
         """Patch distances upsampled (bilinear) to the image and Gaussian-smoothed.
 
         Args:
             features: N×C×h×w patch feature maps.
             image_size: S, the side of a square image, or its (H, W).
+            exclude: bank patches not to match, as in ``patch_distances``.
 
         Returns:
             N×H×W float32 maps on the features' device.
         """
         size = map_size(image_size)
-        distances = self.patch_distances(features)[:, None]  # N×1×h×w
+        distances = self.patch_distances(features, exclude=exclude)[:, None]  # N×1×h×w
         maps = F.interpolate(distances, size=size, mode="bilinear", align_corners=False)
         return gaussian_blur(maps[:, 0], sigma=self.sigma)
 
@@ -159,17 +159,24 @@ class PatchScorer(Scorer):
         n = max(1, round(self.topk_fraction * pixels.shape[1]))
         return pixels.topk(n, dim=1).values.mean(dim=1)
 
-    def predict(self, features: Tensor, image_size: int | tuple[int, int]) -> PatchPrediction:
+    def predict(
+        self,
+        features: Tensor,
+        image_size: int | tuple[int, int],
+        *,
+        exclude: Tensor | None = None,
+    ) -> PatchPrediction:
         """Anomaly maps and image scores.
 
         Args:
             features: N×C×h×w patch feature maps.
             image_size: S, the side of square maps, or their (H, W).
+            exclude: bank patches not to match, as in ``patch_distances``.
 
         Returns:
             Scores (N) and maps (N×H×W), float32 on the CPU.
         """
-        maps = self.anomaly_maps(features, image_size=image_size)
+        maps = self.anomaly_maps(features, image_size=image_size, exclude=exclude)
         scores = self.image_scores(maps)
         return PatchPrediction(scores=scores.float().cpu(), maps=maps.float().cpu())
 

@@ -42,12 +42,14 @@ class NearestNeighbourIndex:
         self._faiss_index: Any = None  # built on the first faiss search
         self._squared_norms: Tensor | None = None  # K, on the first torch search
 
-    def search(self, queries: Tensor, k: int = 1) -> Tensor:
+    def search(self, queries: Tensor, k: int = 1, *, exclude: Tensor | None = None) -> Tensor:
         """Distances from each query to its k nearest bank vectors.
 
         Args:
             queries: M×C vectors.
-            k: the number of neighbours, 1 <= k <= K.
+            k: the number of neighbours, 1 <= k <= the number of bank vectors searched.
+            exclude: K bools, true for the bank vectors no query may match (searched with
+                torch, the excluded distances masked out).
 
         Returns:
             M×k float32 Euclidean distances, ascending along each row, on the queries' device.
@@ -55,13 +57,18 @@ class NearestNeighbourIndex:
         K, C = self.bank.shape
         if queries.ndim != 2 or queries.shape[1] != C:
             raise ValueError(f"queries must be M×{C}, got shape {tuple(queries.shape)}")
-        if not 1 <= k <= K:
-            raise ValueError(f"k must be between 1 and the bank size {K}, got {k}")
+        if exclude is not None and exclude.shape != (K,):
+            raise ValueError(f"exclude must be {K} bools, got shape {tuple(exclude.shape)}")
+        searched = K - (int(exclude.sum()) if exclude is not None else 0)
+        if not 1 <= k <= searched:
+            raise ValueError(
+                f"k must be between 1 and the {searched} bank vectors searched, got {k}"
+            )
         q = queries.detach().to(device=self.bank.device, dtype=torch.float32)  # M×C
-        if self._uses_faiss(q.shape[0]):
+        if exclude is None and self._uses_faiss(q.shape[0]):
             indices = self._faiss_neighbours(q, k)
         else:
-            indices = self._torch_neighbours(q, k)
+            indices = self._torch_neighbours(q, k, exclude)
         return self._distances_to(q, indices).to(queries.device)
 
     def _uses_faiss(self, n_queries: int) -> bool:
@@ -69,13 +76,17 @@ class NearestNeighbourIndex:
             return self.backend == "faiss"
         return self.bank.device.type == "cpu" and n_queries * self.bank.shape[0] > FAISS_MIN_PAIRS
 
-    def _torch_neighbours(self, q: Tensor, k: int) -> Tensor:
-        """M×k bank indices ranked by |b|² - 2q·b (= squared distance - |q|²), in query chunks."""
+    def _torch_neighbours(self, q: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
+        """M×k bank indices ranked by |b|² - 2q·b (= squared distance - |q|²), in query chunks;
+        ``exclude``d bank rows ranked last."""
         if self._squared_norms is None:
             self._squared_norms = (self.bank * self.bank).sum(dim=1)  # K
+        norms = self._squared_norms
+        if exclude is not None:
+            norms = norms.masked_fill(exclude.to(norms.device), float("inf"))
         chunk = max(1, MAX_DISTANCES // self.bank.shape[0])
         parts = [
-            torch.addmm(self._squared_norms, part, self.bank.T, alpha=-2.0)
+            torch.addmm(norms, part, self.bank.T, alpha=-2.0)
             .topk(k, dim=1, largest=False, sorted=False)
             .indices
             for part in q.split(chunk)
