@@ -113,10 +113,10 @@ def test_evaluate_writes_metrics_and_scores(
         assert (calibration["source"], calibration["n"], calibration["folds"]) == (
             "cross-fitted",
             14,
-            5,
+            14,  # the patch scorer leaves one image out
         )
         assert calibration["threshold"] == image["threshold"]
-        assert "14 5-fold cross-fitted good scores" in calibration["promise"]
+        assert "14 leave-one-out good scores" in calibration["promise"]
         row = next(line.split() for line in printed.splitlines() if line.startswith(category))
         assert row[3] == f"{image['auroc_vs_val_good']:.3f}"  # the table's control column
         assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
@@ -161,7 +161,7 @@ def test_evaluate_writes_metrics_and_scores(
         control = patch["categories"][category]["image"]["auroc_vs_val_good"]
         assert sum(pairs) / len(pairs) == pytest.approx(control)
         # and the threshold is their Student-t bound (14 < 99 scores: no conformal 1%)
-        calibration = calibrate_threshold(good, 0.01, folds=5)
+        calibration = calibrate_threshold(good, 0.01, folds=14)
         threshold = patch["categories"][category]["image"]["threshold"]
         assert threshold == pytest.approx(calibration.threshold, rel=1e-5)
     # a second evaluation into the same folder is refused without --overwrite
