@@ -3,15 +3,19 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
+# `make demo` starts from these offline ImageNet weights where they are (this project's
+# machines); elsewhere from ImageNet weights off the model hub, else from random init.
+DEMO_WEIGHTS ?= ../shared/weights/efficientnet_lite0_imagenet.safetensors
+DEMO_BACKBONE ?= efficientnet_lite0
 
-venv:
+venv:  # every extra too (serve, export, dev): the tests use them all
 	@bash scripts/bootstrap.sh
 
-browser:  # headless Chromium for the browser tests (Debian's package, when missing)
+browser:  # headless Chromium for the browser tests: Debian's package, as root; else a note
 	@bash scripts/install-browser.sh
 
 demo: venv
-	$(VENV)/bin/simclr-ad demo --out demo
+	$(VENV)/bin/simclr-ad demo --out demo$(if $(wildcard $(DEMO_WEIGHTS)), --backbone $(DEMO_BACKBONE) --weights $(DEMO_WEIGHTS))
 
 lint: venv
 	$(VENV)/bin/ruff check

@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/calibration_tail.py [--size 320] [--folds 5] [--out FILE.json]
-    .venv/bin/python benchmarks/calibration_tail.py --config configs/pretrained-512.yaml
+    .venv/bin/python benchmarks/calibration_tail.py --config pretrained-512
 
 On MVTec screw with a no-training detector (by default tf_efficientnet_lite0 at ``--size``;
 ``--config`` reads the settings from a config file instead; ImageNet weights from ``../shared``
@@ -37,7 +37,7 @@ import torch
 
 from quality import EFFICIENTNET, SELECTION_TYPES, SHARED, TF_EFF
 from simclr_ad.calibration import calibrate_threshold
-from simclr_ad.config import build_config, load_yaml
+from simclr_ad.config import build_config, load_yaml, resolve_config_file
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, DetectorSettings, fit_detector
 from simclr_ad.metrics import image_metrics
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "mvtec_ad")
     parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--config", type=Path, help="detector settings from this config file")
+    parser.add_argument(
+        "--config", help="detector settings from this config file, or a shipped config's name"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     values: dict[str, Any] = {"image_size": args.size, **TF_EFF}
     if args.config:
-        values |= load_yaml(args.config)
+        values |= load_yaml(resolve_config_file(args.config))
     values |= {"categories": [CATEGORY], "epochs": 0, "weights": str(EFFICIENTNET)}
     config = build_config(values, data=str(args.data), out="/nonexistent", device="cpu")
     settings = detector_settings(config)

@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python benchmarks/report_time.py EVAL [--repeat 3]``, e.g. on the demo's
 evaluation (``simclr-ad demo --out /tmp/rdemo`` then ``EVAL = /tmp/rdemo/eval``). Prints the
-fastest of the repeats, the number of figures and the page's size. Rewrites EVAL/report.html and
+fastest of the repeats, the number of images and the page's size. Rewrites EVAL/report.html and
 EVAL/figures/ (the same content).
 """
 
@@ -33,7 +33,7 @@ def main() -> None:
     categories = len(metrics["scorers"][metrics["primary"]]["categories"])
     print(
         f"report of {categories} categories: {min(times):.1f} s (best of {args.repeat}), "
-        f"{len(list((args.eval / 'figures').glob('*.png')))} figures, "
+        f"{len(list((args.eval / 'figures').iterdir()))} images, "
         f"{page.stat().st_size / 1e6:.1f} MB"
     )
 

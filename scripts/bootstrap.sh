@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 CACHE=${SIMCLR_AD_CACHE:-$HOME/.cache/simclr-ad}
 
-key=$($PY - <<'PYEOF'
-import hashlib, json, sys, tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-deps = [project["dependencies"], project.get("optional-dependencies", {})]
-print(hashlib.sha256(json.dumps([deps, sys.version_info[:2]], sort_keys=True).encode()).hexdigest()[:16])
-PYEOF
-)
+key=$($PY scripts/project_deps.py key)  # Python 3.10 too: tomllib, tomli or pip's tomli
 deps_venv="$CACHE/deps-$key"
 
 if [ ! -f "$deps_venv/.complete" ]; then
@@ -27,13 +21,8 @@ if [ ! -f "$deps_venv/.complete" ]; then
     mkdir -p "$CACHE"
     $PY -m venv "$deps_venv"
     "$deps_venv/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | { grep -v "is ignored" || true; }
-    mapfile -t reqs < <($PY - <<'PYEOF'
-import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
-    print(req)
-PYEOF
-)
+    reqs_text=$($PY scripts/project_deps.py requirements)  # runtime + every extra (the tests need them)
+    mapfile -t reqs <<< "$reqs_text"
     # The machine's pip config names local wheel folders; silence its "is ignored" chatter.
     if ! "$deps_venv/bin/python" -m pip install -q "${reqs[@]}" 2>&1 | { grep -v "is ignored" || true; }; then
         echo "bootstrap: installing the dependencies failed (see pip's messages above)" >&2
@@ -43,15 +32,19 @@ PYEOF
 fi
 
 site=$("$deps_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [ ! -f .venv/.deps ] || [ "$(cat .venv/.deps)" != "$deps_venv" ] || [ ! -x .venv/bin/simclr-ad ]; then
+if [ ! -f .venv/.deps ] || [ "$(cat .venv/.deps)" != "$deps_venv" ] || [ ! -x .venv/bin/simclr-ad ] \
+    || [ ! -x .venv/bin/torchrun ]; then
     rm -rf .venv
     $PY -m venv --without-pip .venv
     own_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$site" > "$own_site/_simclr_ad_deps.pth"
     ln -sf "$deps_venv/bin/ruff" .venv/bin/ruff
-    for tool in mypy pytest; do  # run under this venv's python, which sees the project
-        printf '#!/bin/sh\nexec "$(dirname "$0")/python" -m %s "$@"\n' "$tool" > ".venv/bin/$tool"
-        chmod +x ".venv/bin/$tool"
+    # Console scripts of the shared venv would run under its python, which does not see the
+    # project: these run the same modules under this venv's python (torchrun then starts its
+    # workers with it too), and `source .venv/bin/activate` puts them on the PATH.
+    for tool in mypy:mypy pytest:pytest torchrun:torch.distributed.run; do
+        printf '#!/bin/sh\nexec "$(dirname "$0")/python" -m %s "$@"\n' "${tool#*:}" > ".venv/bin/${tool%%:*}"
+        chmod +x ".venv/bin/${tool%%:*}"
     done
     .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 \
         | { grep -v -e "is ignored" -e "Warning" -e "^ *$" -e "^ *[!*]" || true; }

@@ -1,4 +1,5 @@
-"""Command line: ``simclr-ad synth | train | evaluate | report | demo | predict | serve | export``.
+"""Command line: ``simclr-ad synth | train | config | evaluate | report | demo | predict |
+calibrate | serve | export``.
 
 Thin: parse, call the pipeline, print.
 
@@ -13,207 +14,328 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from simclr_ad import __version__
 from simclr_ad.errors import UserError
+from simclr_ad.progress import log_above_bars
+from simclr_ad.train_flags import add_train_arguments, comma_list, config_overrides
+
+if TYPE_CHECKING:
+    from simclr_ad.config import TrainConfig
+    from simclr_ad.predictor import OperatingPoint
 
 log = logging.getLogger("simclr_ad")
 
 
-def _categories(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: a mistyped flag or value ends with one line
+    naming it (and where the flags are listed), not a page of usage. Commands inherit it."""
 
-
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="dataset root in the MVTec AD layout")
-    p.add_argument("--categories", type=_categories, help="comma-separated (default: all found)")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model)")
-    p.add_argument("--config", type=Path, help="YAML file of config values (flags override it)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--backbone", help="timm model name (default resnet18)")
-    p.add_argument("--weights", help="imagenet | none | PATH (.safetensors or state dict)")
-    p.add_argument("--augment", help="seed (the write-up's) | default (defect-preserving)")
-    p.add_argument(
-        "--train-crop",
-        type=int,
-        help="train on crops of this many pixels at --image-size's resolution instead of on "
-        "whole images (0, the default); the detector still sees whole images",
-    )
-    p.add_argument("--lr", type=float)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--objective", help="simclr (default) | msc (mean-shifted) | cutpaste")
-    p.add_argument(
-        "--frozen-stages",
-        type=int,
-        help="backbone stages kept frozen (default -1: none for simclr, before stride 16 else)",
-    )
-    p.add_argument("--msc-temperature", type=float, help="mean-shifted loss temperature (0.25)")
-    p.add_argument("--msc-angular", type=float, help="weight of msc's angular-centre term (0)")
-    p.add_argument(
-        "--cutpaste-dense",
-        type=float,
-        help="cutpaste: weight of a per-location loss that learns where the defect was pasted, "
-        "on the detector's patch stages (0: off)",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        help="share of train/good held out for the thresholds with --calibration holdout (0.1)",
-    )
-    p.add_argument(
-        "--no-auto",
-        dest="auto",
-        action="store_const",
-        const=False,
-        help="pretrained weights: keep the defaults of epochs, image size and score rule as they "
-        "are (by default those left unset become 0 epochs, 512 px and the max rule)",
-    )
-    p.add_argument(
-        "--aspect",
-        choices=["auto", "square"],
-        help="auto (default): elongated images keep their aspect ratio, the shorter side at "
-        "--image-size; square: resized to a square",
-    )
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument(
-        "--no-amp",
-        dest="amp",
-        action="store_const",
-        const=False,
-        help="train in float32 (default: bf16/fp16 autocast on CUDA and on CPUs with native bf16)",
-    )
-    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
-    d = p.add_argument_group("detector (fitted after training, calibrated on held-out good images)")
-    d.add_argument("--scorers", type=_categories, help="comma-separated: patch, knn_h, knn_z, ...")
-    d.add_argument("--primary", help="the scorer whose verdict counts (default patch)")
-    d.add_argument(
-        "--pooled", action="store_const", const=True, help="one scorer for all categories"
-    )
-    d.add_argument("--target-fpr", type=float, help="false-alarm rate for the thresholds (0.01)")
-    d.add_argument(
-        "--calibration",
-        choices=["crossfit", "holdout"],
-        help="crossfit (default): thresholds from cross-fitted scores of every good training "
-        "image; holdout: from a held-out --val-fraction",
-    )
-    d.add_argument(
-        "--calibration-folds",
-        type=int,
-        help="folds of the global scorers' cross-fitted scores (default 5; patch: leave one out)",
-    )
-    d.add_argument("--coreset-ratio", type=float, help="share of patches kept in the memory bank")
-    d.add_argument("--knn-k", type=int, help="neighbours of the knn scorers (5)")
-    d.add_argument("--photometric", help="brightness correction: none | gain | standardize")
-    d.add_argument("--patch-stages", help="backbone stages of the patch features, e.g. 1,2")
-    d.add_argument("--patch-k", type=int, help="bank neighbours averaged per patch (1)")
-    d.add_argument(
-        "--bank-rotations",
-        type=int,
-        help="1 | 2 | 4: the patch bank also sees the training images turned by 180° (2) or by "
-        "90, 180 and 270° (4); for parts that lie at any angle (1)",
-    )
-    d.add_argument("--map-sigma", type=float, help="Gaussian smoothing of the maps, pixels (4)")
-    d.add_argument("--score-rule", help="max | topk_mean (image score from the anomaly map)")
-    d.add_argument("--topk-fraction", type=float, help="share of pixels topk_mean averages (0.01)")
-    p.add_argument(
-        "--resume", type=Path, help="checkpoint to continue from (RUN/checkpoints/*.ckpt)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run's checkpoints")
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="simclr-ad", description="SimCLR anomaly detection for visual inspection"
+    parser = _Parser(
+        prog="simclr-ad",
+        description="SimCLR anomaly detection for visual inspection. "
+        "`simclr-ad COMMAND --help` shows a command's flags and examples.",
     )
     parser.add_argument("--version", action="version", version=f"simclr-ad {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic dataset in the MVTec AD layout")
-    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--out", type=Path, required=True, help="dataset root to create (required)")
     synth.add_argument(
-        "--categories", type=_categories, help="comma-separated (default: fabric,pill,bolt)"
+        "--categories", type=comma_list, help="comma-separated (default: fabric,pill,bolt)"
     )
-    synth.add_argument("--image-size", type=int, default=128)
-    synth.add_argument("--n-train", type=int, default=60)
     synth.add_argument(
-        "--n-test", type=int, default=8, help="test images per defect type and of good parts"
+        "--image-size", type=int, default=128, help="image side, pixels (default: %(default)s)"
     )
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--n-train", type=int, default=60, help="good images per category (default: %(default)s)"
+    )
+    synth.add_argument(
+        "--n-test",
+        type=int,
+        default=8,
+        help="test images per defect type and of good parts (default: %(default)s)",
+    )
+    synth.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
 
-    _add_train_arguments(sub.add_parser("train", help="train the SimCLR encoder on good images"))
+    add_train_arguments(sub.add_parser("train", help="train the SimCLR encoder on good images"))
+    add_train_arguments(
+        sub.add_parser("config", help="print the configuration train would use, as YAML"),
+        out_required=False,
+    )
 
     ev = sub.add_parser("evaluate", help="score test/* with every scorer; metrics.json, scores.csv")
-    ev.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
-    ev.add_argument("--data", type=Path, required=True, help="dataset root in the MVTec AD layout")
-    ev.add_argument("--out", type=Path, required=True, help="evaluation folder")
     ev.add_argument(
-        "--categories", type=_categories, help="comma-separated (default: all of the model's)"
+        "--model", type=Path, required=True, help="model bundle folder, RUN/model (required)"
     )
-    ev.add_argument("--device", default="auto")
     ev.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
+        "--data", type=Path, required=True, help="dataset root, MVTec AD layout (required)"
+    )
+    ev.add_argument("--out", type=Path, required=True, help="evaluation folder (required)")
+    ev.add_argument(
+        "--categories", type=comma_list, help="comma-separated (default: all of the model's)"
+    )
+    ev.add_argument("--device", default="auto", help=DEVICE_HELP)
+    ev.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation in --out (default: off)",
     )
 
     report = sub.add_parser(
         "report", help="rebuild EVAL/report.html from an evaluation's stored data (no model)"
     )
-    report.add_argument("--eval", type=Path, required=True, help="evaluation folder (EVAL)")
+    report.add_argument(
+        "--eval", type=Path, required=True, help="evaluation folder, evaluate's --out (required)"
+    )
 
     demo = sub.add_parser(
         "demo", help="synthetic data -> a few epochs of training, on CPU in minutes"
     )
-    demo.add_argument("--out", type=Path, default=Path("demo"))
-    demo.add_argument("--device", default="auto")
+    demo.add_argument(
+        "--out", type=Path, default=Path("demo"), help="folder of it all (default: %(default)s)"
+    )
+    demo.add_argument("--device", default="auto", help=DEVICE_HELP)
+    demo.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="timm backbone, the one --weights is for (default: resnet18)",
+    )
+    demo.add_argument(
+        "--weights",
+        type=Path,
+        metavar="PATH.safetensors",
+        help="a local file of pretrained weights (timm key names): their features as they are, no "
+        "SimCLR epochs (default: ImageNet weights from the model hub, else random init)",
+    )
     _add_deploy_commands(sub)
+    for name, command in sub.choices.items():
+        _finish_command(name, command)
     return parser
+
+
+QUIET_HELP = "only warnings and errors, no progress bars (default: off)"
+# data.images.MAX_PIXELS, not imported so that --help stays fast (a test keeps the two equal)
+DEFAULT_MAX_PIXELS = 40_000_000
+DEVICE_HELP = "auto (CUDA when available) | cpu | cuda | cuda:N | mps (default: %(default)s)"
+
+
+def _finish_command(name: str, command: argparse.ArgumentParser) -> None:
+    """What every command has: ``-q`` after its name too, and examples under its flags."""
+    command.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,  # not given here: the value before the command stands
+        help=QUIET_HELP.replace(" (default", ", here or before the command (default"),
+    )
+    command.formatter_class = argparse.RawDescriptionHelpFormatter
+    command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "synth": (
+        "simclr-ad synth --out data/synth",
+        "simclr-ad synth --out data/pill --categories pill --image-size 256 --n-train 200",
+    ),
+    "train": (
+        "simclr-ad train --data data/synth --out runs/a --weights none --epochs 50",
+        "simclr-ad train --data /data/mvtec_ad --categories screw --out runs/screw "
+        "--backbone efficientnet_lite0",
+        "simclr-ad train --data /data/mvtec_ad --config pretrained-512 --out runs/p512",
+        "simclr-ad train --resume runs/a/checkpoints/last.ckpt --out runs/b --epochs 100",
+    ),
+    "config": (
+        "simclr-ad config                       # every key, as train would use it",
+        "simclr-ad config --config writeup      # a shipped config file",
+        "simclr-ad config --config pretrained-512 --image-size 384 > mine.yaml",
+        "simclr-ad train --config mine.yaml --data /data/mvtec_ad --out runs/mine",
+    ),
+    "evaluate": (
+        "simclr-ad evaluate --model runs/a/model --data data/synth --out runs/a/eval",
+        "simclr-ad evaluate --model runs/a/model --data data/synth --out runs/a/eval "
+        "--categories pill --overwrite",
+    ),
+    "report": (
+        "simclr-ad report --eval runs/a/eval",
+        "simclr-ad -q report --eval runs/a/eval",
+    ),
+    "demo": (
+        "simclr-ad demo",
+        "simclr-ad demo --out /tmp/demo --device cpu",
+    ),
+    "predict": (
+        "simclr-ad predict --model runs/a/model photos/",
+        "simclr-ad predict --model runs/a/model --category pill photos/ --out preds.csv",
+        "simclr-ad predict --model pill.onnx --heatmaps maps/ --format json photos/ > preds.json",
+        "simclr-ad predict --model runs/a/model --target-fpr 0.005 photos/",
+    ),
+    "calibrate": (
+        "simclr-ad calibrate --model runs/a/model --data good-parts/ --out runs/a/model-recal",
+        "simclr-ad calibrate --model runs/a/model --data good-parts/ --category pill "
+        "--target-fpr 0.005 --out runs/a/model-recal",
+    ),
+    "serve": (
+        "simclr-ad serve --model runs/a/model",
+        "SIMCLR_AD_API_KEY=KEY simclr-ad serve --model runs/a/model --host 0.0.0.0 --workers 2",
+        "simclr-ad serve --model pill.onnx --port 9000 --threshold 1.5",
+    ),
+    "export": (
+        "simclr-ad export --model runs/a/model --out model.onnx",
+        "simclr-ad export --model runs/a/model --category pill --out pill.onnx --overwrite",
+    ),
+}
 
 
 def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     """``predict``, ``serve`` and ``export``: using a saved detector."""
-    pr = sub.add_parser("predict", help="score image files or folders; one CSV row per image")
-    pr.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
-    pr.add_argument("--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx")
+    pr = sub.add_parser("predict", help="score image files or folders; one row per image")
+    pr.add_argument(
+        "paths", type=Path, nargs="+", metavar="PATH", help="image files or folders (required)"
+    )
+    pr.add_argument(
+        "--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx (required)"
+    )
     pr.add_argument("--category", help="category of the images (default: the model's only one)")
-    pr.add_argument("--out", type=Path, help="CSV file (default: standard output)")
-    pr.add_argument("--heatmaps", type=Path, help="folder for anomaly-map overlay PNGs")
-    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--out", type=Path, help="output file (default: standard output)")
+    pr.add_argument(
+        "--format",
+        choices=["csv", "json", "table"],
+        help="csv: one line per image; json: a list of objects; table: aligned columns to read "
+        "(default: table on a terminal, csv to --out or a pipe)",
+    )
+    _add_operating_point(pr)
+    pr.add_argument(
+        "--heatmaps", type=Path, help="folder for anomaly-map overlay PNGs (default: none)"
+    )
+    pr.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)"
+    )
     pr.add_argument(
         "--max-pixels",
         type=int,
         default=None,
-        help="images of more width × height are listed as unreadable, not decoded (40000000)",
+        help="images of more width × height are listed as unreadable, not decoded "
+        f"(default: {DEFAULT_MAX_PIXELS})",
     )
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
+    pr.add_argument("--device", default="auto", help=DEVICE_HELP)
+    pr.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (default: off)"
+    )
 
     sv = sub.add_parser("serve", help="HTTP inspection service (FastAPI) with a web page")
-    sv.add_argument("--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
-    sv.add_argument("--device", default="auto")
-    sv.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass")
-    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (MB)")
     sv.add_argument(
-        "--max-pixels", type=int, default=None, help="largest width × height (40000000)"
+        "--model", type=Path, required=True, help="RUN/model bundle or FILE.onnx (required)"
     )
+    sv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 exposes the service, set an API key (default: "
+        "%(default)s, this machine only)",
+    )
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, each with its own model (default: %(default)s)",
+    )
+    sv.add_argument("--device", default="auto", help=DEVICE_HELP)
+    sv.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="most requests per forward pass (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        help="largest upload, MB (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help=f"largest width × height (default: {DEFAULT_MAX_PIXELS})",
+    )
+    _add_operating_point(sv)
     sv.add_argument(
         "--api-key",
         help="require this key on /v1/* (header X-API-Key); default: env SIMCLR_AD_API_KEY, "
         "else none. The variable keeps the key out of the process list",
     )
 
+    ca = sub.add_parser(
+        "calibrate",
+        help="new thresholds from new good images, written as a new bundle (no retraining)",
+    )
+    ca.add_argument(
+        "--model", type=Path, required=True, help="model bundle folder, RUN/model (required)"
+    )
+    ca.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder of good images of the category, not used in training, searched "
+        "recursively (required)",
+    )
+    ca.add_argument("--out", type=Path, required=True, help="folder of the new bundle (required)")
+    ca.add_argument("--category", help="category of the images (default: the model's only one)")
+    ca.add_argument(
+        "--target-fpr",
+        type=float,
+        help="false-alarm rate of the new thresholds (default: the model's, 0.01 unless trained "
+        "otherwise)",
+    )
+    ca.add_argument("--device", default="auto", help=DEVICE_HELP)
+    ca.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier bundle at --out, never --model (default: off)",
+    )
+
     ex = sub.add_parser("export", help="export one category's detector to ONNX, parity-checked")
-    ex.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
-    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument(
+        "--model", type=Path, required=True, help="model bundle folder, RUN/model (required)"
+    )
+    ex.add_argument(
+        "--format", choices=["onnx"], default="onnx", help="file format (default: %(default)s)"
+    )
     ex.add_argument("--category", help="category to export (default: the model's only one)")
-    ex.add_argument("--out", type=Path, required=True, help="FILE.onnx")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ex.add_argument("--out", type=Path, required=True, help="FILE.onnx (required)")
+    ex.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (default: off)"
+    )
+
+
+def _add_operating_point(p: argparse.ArgumentParser) -> None:
+    """``--threshold`` | ``--target-fpr``: the verdicts' threshold moved without retraining."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--threshold",
+        type=float,
+        help="flag images whose primary score is >= this (default: the calibrated threshold)",
+    )
+    group.add_argument(
+        "--target-fpr",
+        type=float,
+        help="re-derive each threshold for this false-alarm rate from the good scores stored in "
+        "the bundle (default: the rate calibrated at training, 0.01)",
+    )
+
+
+def _operating_point(args: argparse.Namespace) -> OperatingPoint:
+    from simclr_ad.predictor import OperatingPoint
+
+    return OperatingPoint(threshold=args.threshold, target_fpr=args.target_fpr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing
     try:
-        return COMMANDS[args.command](args)
+        with log_above_bars():
+            return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -261,37 +384,33 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The config keys given as flags (argparse's None means "not given")."""
-    import dataclasses
+def _train_config(
+    args: argparse.Namespace, *, need_data: bool
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The config ``train`` runs with, from ``--config``, the flags and ``--resume``'s
+    checkpoint (returned too, read once), before the pretrained recipe."""
+    from simclr_ad.config import build_config, load_yaml, resolve_config_file
 
-    from simclr_ad.config import TrainConfig
+    overrides = config_overrides(args)
+    base = load_yaml(resolve_config_file(args.config)) if args.config else {}
+    if args.resume:  # torch is imported only here: `config` without it prints at once
+        from simclr_ad.checkpoint import load_checkpoint
+        from simclr_ad.pipeline import config_for_resume
 
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if hasattr(args, f.name)
-    }
+        checkpoint = load_checkpoint(args.resume)
+        given = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+        return config_for_resume(checkpoint["config"], given), checkpoint
+    if need_data and not args.data and not base.get("data"):
+        raise UserError("--data is required (the dataset root), unless --resume is given")
+    return build_config(base, **overrides), None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from simclr_ad.checkpoint import load_checkpoint
-    from simclr_ad.config import build_config, load_yaml
     from simclr_ad.outputs import check_output_folder
-    from simclr_ad.pipeline import config_for_resume, train
+    from simclr_ad.pipeline import train
 
     check_output_folder(args.out, "--out")
-    overrides = _config_overrides(args)
-    base = load_yaml(args.config) if args.config else {}
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        given = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-        config = config_for_resume(checkpoint["config"], given)
-    else:
-        if not args.data and not base.get("data"):
-            raise UserError("--data is required (the dataset root), unless --resume is given")
-        config = build_config(base, **overrides)
+    config, checkpoint = _train_config(args, need_data=True)
     result = train(config, resume=args.resume, checkpoint=checkpoint, overwrite=args.overwrite)
     if result.history:
         last = result.history[-1]
@@ -300,6 +419,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"in {result.seconds:.0f} s"
         )
     print(f"model: {result.model_dir}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print, as YAML ``--config`` reads back, the configuration ``train`` would run with (the
+    pretrained recipe applied, as in ``RUN/config.yaml``)."""
+    from simclr_ad.config import apply_pretrained_recipe, dump_yaml
+
+    config, _ = _train_config(args, need_data=False)
+    config, recipe = apply_pretrained_recipe(config)
+    sources = ["defaults", *([f"--config {args.config}"] if args.config else [])]
+    sources += [*(["--resume's checkpoint"] if args.resume else []), "flags"]
+    print(f"# simclr-ad train's configuration: {' < '.join(sources)}")
+    if recipe:
+        changed = ", ".join(f"{k} {v}" for k, v in recipe.items())
+        print(f"# pretrained weights (auto; --no-auto keeps the defaults): {changed}")
+    print(dump_yaml(config), end="")
     return 0
 
 
@@ -336,7 +472,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simclr_ad.demo import run_demo
     from simclr_ad.evaluation import format_tables
 
-    demo = run_demo(args.out, device=args.device)
+    demo = run_demo(args.out, device=args.device, backbone=args.backbone, weights=args.weights)
     print(format_tables(demo.metrics))
     print(f"model: {demo.model_dir}\nevaluation: {demo.eval_dir}")
     print(f"report: {demo.report}")
@@ -345,13 +481,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from simclr_ad.pipeline import resolve_device
-    from simclr_ad.predict import check_outputs, collect_images, predict_files
+    from simclr_ad.predict import check_outputs, collect_images, default_format, predict_files
     from simclr_ad.predictor import open_predictor
 
     check_outputs(args.out, args.heatmaps, overwrite=args.overwrite)
+    point = _operating_point(args)
     files = collect_images(args.paths)
-    predictor = open_predictor(args.model, resolve_device(args.device))
+    predictor = open_predictor(args.model, resolve_device(args.device), point)
     category = predictor.resolve_category(args.category)
+    output_format = args.format or default_format(args.out, sys.stdout)
+    # rows streamed to the terminal: a bar would land between them (a table comes at the end)
+    rows_on_terminal = args.out is None and output_format != "table" and sys.stdout.isatty()
     summary = predict_files(
         predictor,
         files,
@@ -359,8 +499,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=args.out,
         heatmaps=args.heatmaps,
         batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not (args.quiet or rows_on_terminal),
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
+        output_format=output_format,
     )
     print(
         f"{summary.n_images} images ({category}): {summary.n_anomalous} anomalous, "
@@ -368,6 +509,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         + (f"; predictions: {args.out}" if args.out else ""),
         file=sys.stderr if args.out is None else sys.stdout,
     )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.recalibrate import recalibrate
+
+    result = recalibrate(
+        args.model,
+        args.data,
+        args.out,
+        category=args.category,
+        target_fpr=args.target_fpr,
+        device=resolve_device(args.device),
+        overwrite=args.overwrite,
+    )
+    for category in result.categories:
+        old, new = result.before[category], result.after[category]
+        print(f"{category}: threshold {old.threshold:.6g} -> {new.threshold:.6g} ({new.promise})")
+    old_rate = next(iter(result.before.values()))
+    print(
+        f"the old threshold flagged {result.flagged_before} of the {result.n} good images "
+        f"(target {old_rate.target_fpr:g})"
+    )
+    print(f"model: {result.out} (the old bundle {args.model} is unchanged)")
     return 0
 
 
@@ -394,6 +560,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
+        operating_point=_operating_point(args),
     )
     return 0
 
@@ -422,10 +589,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 COMMANDS = {
     "synth": cmd_synth,
     "train": cmd_train,
+    "config": cmd_config,
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "demo": cmd_demo,
     "predict": cmd_predict,
+    "calibrate": cmd_calibrate,
     "serve": cmd_serve,
     "export": cmd_export,
 }

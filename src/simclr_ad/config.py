@@ -1,6 +1,8 @@
 """Typed, frozen configuration: defaults, YAML files and CLI overrides, validated in one place.
 
 Precedence: dataclass defaults < ``--config FILE.yaml`` < explicit command-line flags.
+``--config`` also takes the name of a config file shipped inside the package
+(``--config pretrained-512``), so the documented recipes work from a wheel as from a clone.
 Unknown keys and out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key,
 the value and the valid choices. The resolved config is written next to every run (``config.yaml``).
 """
@@ -38,6 +40,7 @@ PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule
 MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"  # package data, in the wheel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,3 +319,33 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def dump_yaml(config: TrainConfig) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The config files shipped with the package, by name (the file name less ``.yaml``)."""
+    return {path.stem: path for path in sorted(SHIPPED_CONFIGS.glob("*.yaml"))}
+
+
+def resolve_config_file(value: str) -> Path:
+    """``--config``'s value as a file: an existing path as given, else a shipped config's name.
+
+    Raises:
+        UserError: for a name that is neither a file nor a shipped config (the message lists
+            the shipped names); a missing path is left to ``load_yaml`` to report, with the
+            shipped name to use where its file name is one.
+    """
+    path = Path(value)
+    if path.exists():
+        return path
+    shipped = shipped_configs()
+    if value in shipped:
+        return shipped[value]
+    names = ", ".join(shipped)
+    if path.suffix.lower() not in (".yaml", ".yml") and len(path.parts) == 1:
+        raise UserError(f"--config {value}: no such file, nor a shipped config ({names})")
+    if path.stem in shipped:
+        raise UserError(
+            f"cannot read config file {value}: no such file; the shipped {path.name} is "
+            f"--config {path.stem}"
+        )
+    return path

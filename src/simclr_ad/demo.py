@@ -1,4 +1,4 @@
-"""The demo: synthetic data -> a short SimCLR training run, on 2 CPU cores in a few minutes."""
+"""The demo: synthetic data -> a short training run -> detector -> evaluation, in CPU minutes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".simclr-ad-demo"
 DEMO_DATA: dict[str, Any] = {"image_size": 128, "n_train": 60, "n_test": 8, "seed": 0}
-DEMO_TRAIN: dict[str, Any] = {
+DEMO_TRAIN: dict[str, Any] = {  # a few SimCLR epochs from ImageNet or random-init weights
     "image_size": 128,
     "epochs": 3,
     "batch_size": 64,
@@ -29,6 +29,33 @@ DEMO_TRAIN: dict[str, Any] = {
     "coreset_ratio": 0.05,
     "score_rule": "topk_mean",
 }
+# With a local weights file (``make demo`` passes ../shared's EfficientNet-Lite0 ImageNet weights
+# where they are): their patch features as they are, the recipe measured best on real parts.
+PRETRAINED_DEMO_TRAIN: dict[str, Any] = {
+    "image_size": 128,
+    "epochs": 0,
+    "batch_size": 64,
+    "coreset_ratio": 0.05,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoEncoder:
+    """The demo's backbone, its weights and the training keys that suit them."""
+
+    backbone: str
+    weights: str
+    settings: dict[str, Any]
+
+
+def choose_encoder(backbone: str = "resnet18", weights: Path | None = None) -> DemoEncoder:
+    """A local weights file when one is given (checked to fit ``backbone`` before any work);
+    else ImageNet weights where the model hub has them, else random init (said on the terminal).
+    """
+    if weights is not None:
+        create_backbone(backbone, str(weights))
+        return DemoEncoder(backbone, str(weights), PRETRAINED_DEMO_TRAIN)
+    return DemoEncoder(backbone, _hub_weights(backbone), DEMO_TRAIN)
 
 
 def _claim_folder(out: Path) -> None:
@@ -39,7 +66,7 @@ def _claim_folder(out: Path) -> None:
     (out / MARKER).write_text("made by `simclr-ad demo`; safe to delete\n")
 
 
-def _demo_weights(backbone: str) -> str:
+def _hub_weights(backbone: str) -> str:
     """ImageNet weights where they can be had, else random init (said so on the terminal)."""
     try:
         create_backbone(backbone, "imagenet")
@@ -57,8 +84,18 @@ class DemoResult:
     report: Path
 
 
-def run_demo(out: Path, *, device: str = "auto") -> DemoResult:
-    """Generate data (once), train, fit and calibrate the detector, evaluate on the test split."""
+def run_demo(
+    out: Path, *, device: str = "auto", backbone: str = "resnet18", weights: Path | None = None
+) -> DemoResult:
+    """Generate data (once), train, fit and calibrate the detector, evaluate on the test split.
+
+    Args:
+        out: the demo's folder (new, empty or an earlier demo's).
+        device: ``auto``, ``cpu``, ``cuda``...
+        backbone: the timm backbone.
+        weights: a local file of pretrained weights for ``backbone`` (see ``choose_encoder``).
+    """
+    encoder = choose_encoder(backbone, weights)
     _claim_folder(out)
     data = out / "data"
     marker = data / MARKER
@@ -68,11 +105,12 @@ def run_demo(out: Path, *, device: str = "auto") -> DemoResult:
         generate_dataset(data, **DEMO_DATA)
         marker.write_text(repr(DEMO_DATA))
     config = build_config(
-        DEMO_TRAIN,
+        encoder.settings,
         data=str(data),
         out=str(out / "run"),
         device=device,
-        weights=_demo_weights("resnet18"),
+        backbone=encoder.backbone,
+        weights=encoder.weights,
     )
     result = train(config, overwrite=True)
     evaluation = evaluate(

@@ -21,6 +21,7 @@ from simclr_ad.bundle import prefixed, unprefixed
 from simclr_ad.calibration import Calibration, calibrate_threshold
 from simclr_ad.embeddings import Embedder, Photometric, flatten_patches, iter_embeddings
 from simclr_ad.models.simclr import SimCLRModel
+from simclr_ad.progress import progress_bar
 from simclr_ad.scoring import GLOBAL_SCORERS, GlobalScorer, PatchScorer, create_global_scorer
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,18 @@ class Detector:
 
     @torch.no_grad()
     def detect(
-        self, pixels: Tensor, category: str, *, device: torch.device, maps: bool = True
+        self,
+        pixels: Tensor,
+        category: str,
+        *,
+        device: torch.device,
+        maps: bool = True,
+        progress: str | None = None,
     ) -> Detection:
-        """Score uint8 N×3×H×W images of ``category`` (H×W = ``input_shape``), all scorers."""
+        """Score uint8 N×3×H×W images of ``category`` (H×W = ``input_shape``), all scorers.
+
+        ``progress`` labels a progress bar over the images; None (the default): none, as the
+        service and ``predict`` score batch after batch."""
         scorer_set = self.scorer_set(category)
         scores: dict[str, list[Tensor]] = {name: [] for name in self.settings.scorers}
         all_maps: list[Tensor] = []
@@ -156,15 +166,19 @@ class Detector:
             photometric=scorer_set.photometric,
         )
         shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        for emb in batches:
-            all_h.append(emb.h)
-            for name, scorer in scorer_set.global_scorers.items():
-                scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
-            if scorer_set.patch is not None and emb.patches is not None:
-                prediction = scorer_set.patch.predict(emb.patches, shape)
-                scores["patch"].append(prediction.scores)
-                if maps:
-                    all_maps.append(prediction.maps)
+        with progress_bar(
+            desc=progress or "", total=pixels.shape[0], unit="img", enabled=progress is not None
+        ) as bar:
+            for emb in batches:
+                all_h.append(emb.h)
+                for name, scorer in scorer_set.global_scorers.items():
+                    scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
+                if scorer_set.patch is not None and emb.patches is not None:
+                    prediction = scorer_set.patch.predict(emb.patches, shape)
+                    scores["patch"].append(prediction.scores)
+                    if maps:
+                        all_maps.append(prediction.maps)
+                bar.update(emb.h.shape[0])
         return Detection(
             scores={k: torch.cat(v) if v else torch.empty(0) for k, v in scores.items()},
             maps=torch.cat(all_maps) if all_maps else None,
@@ -222,9 +236,10 @@ def collect_features(
     device: torch.device,
     *,
     mapped: Tensor,
+    progress: str | None = None,
 ) -> GoodFeatures:
     """One pass over uint8 N×3×H×W good images: ``h``, ``z``, bounded patch candidates and the
-    patch maps of the ``mapped`` rows.
+    patch maps of the ``mapped`` rows (``progress``: a progress bar's label; None: no bar).
 
     With ``bank_rotations`` 2 or 4 the patch candidates also come from the images turned by
     180° (or by 90, 180 and 270°; exact for square images), within the same candidate budget:
@@ -240,33 +255,41 @@ def collect_features(
     turns = range(0, 4, step) if wants_patches else range(1)  # quarter turns
     keep = torch.zeros(n, dtype=torch.bool)
     keep[mapped] = True
-    for turn in turns:
-        view = torch.rot90(pixels, turn, dims=(2, 3)) if turn else pixels
-        start = 0
-        for emb in iter_embeddings(
-            embedder, view, device=device, batch_size=settings.batch_size, photometric=photometric
-        ):
-            rows = torch.arange(start, start + emb.h.shape[0])
-            start += emb.h.shape[0]
-            if turn == 0:
-                h.append(emb.h)
-                z.append(emb.z)
-            if not wants_patches or emb.patches is None:
-                continue
-            if turn == 0 and keep[rows].any():
-                maps.append(emb.patches[keep[rows]].half())
-            flat = flatten_patches(emb.patches)  # (b·h·w)×P
-            grid = emb.patches.shape[-2] * emb.patches.shape[-1]
-            owner = rows.repeat_interleave(grid)
-            if per_image is None:
-                budget = math.ceil(settings.max_patch_candidates / (n * len(turns)))
-                per_image = min(grid, budget)
-            count = per_image * emb.patches.shape[0]
-            if count < flat.shape[0]:  # bounded memory for thousands of images
-                chosen = torch.randperm(flat.shape[0], generator=generator)[:count]
-                flat, owner = flat[chosen], owner[chosen]
-            candidates.append(flat)
-            owners.append(owner)
+    with progress_bar(
+        desc=progress or "", total=n * len(turns), unit="img", enabled=progress is not None
+    ) as bar:
+        for turn in turns:
+            view = torch.rot90(pixels, turn, dims=(2, 3)) if turn else pixels
+            start = 0
+            for emb in iter_embeddings(
+                embedder,
+                view,
+                device=device,
+                batch_size=settings.batch_size,
+                photometric=photometric,
+            ):
+                bar.update(emb.h.shape[0])
+                rows = torch.arange(start, start + emb.h.shape[0])
+                start += emb.h.shape[0]
+                if turn == 0:
+                    h.append(emb.h)
+                    z.append(emb.z)
+                if not wants_patches or emb.patches is None:
+                    continue
+                if turn == 0 and keep[rows].any():
+                    maps.append(emb.patches[keep[rows]].half())
+                flat = flatten_patches(emb.patches)  # (b·h·w)×P
+                grid = emb.patches.shape[-2] * emb.patches.shape[-1]
+                owner = rows.repeat_interleave(grid)
+                if per_image is None:
+                    budget = math.ceil(settings.max_patch_candidates / (n * len(turns)))
+                    per_image = min(grid, budget)
+                count = per_image * emb.patches.shape[0]
+                if count < flat.shape[0]:  # bounded memory for thousands of images
+                    chosen = torch.randperm(flat.shape[0], generator=generator)[:count]
+                    flat, owner = flat[chosen], owner[chosen]
+                candidates.append(flat)
+                owners.append(owner)
     return GoodFeatures(
         h=torch.cat(h),
         z=torch.cat(z),
@@ -283,26 +306,38 @@ def fit_scorers(
     settings: DetectorSettings,
     photometric: Photometric,
     device: torch.device,
+    *,
+    progress: str | None = None,
 ) -> ScorerSet:
-    """Every configured scorer fitted on the images ``rows`` (a bool mask over N) only."""
-    global_scorers = {
-        name: _new_global(name, settings).fit(
-            (features.h if _split_name(name)[1] == "h" else features.z)[rows]
-        )
-        for name in settings.scorers
-        if name != "patch"
-    }
-    patch = None
-    if features.candidates.numel():
-        patch = PatchScorer(
-            coreset_ratio=settings.coreset_ratio,
-            k=settings.patch_k,
-            sigma=settings.map_sigma,
-            score_rule=settings.score_rule,
-            topk_fraction=settings.topk_fraction,
-            seed=settings.seed,
-        ).fit(features.candidates[rows[features.owners]].to(device))  # coreset: fast on a GPU
-        patch.to(torch.device("cpu"))
+    """Every configured scorer fitted on the images ``rows`` (a bool mask over N) only; the
+    patch scorer last, its coreset selection the long part (``progress``: a bar's label)."""
+    with progress_bar(
+        desc=progress or "",
+        total=len(settings.scorers),
+        unit="scorer",
+        enabled=progress is not None,
+    ) as bar:
+        global_scorers: dict[str, GlobalScorer] = {}
+        for name in settings.scorers:
+            if name == "patch":
+                continue
+            feature = features.h if _split_name(name)[1] == "h" else features.z
+            global_scorers[name] = _new_global(name, settings).fit(feature[rows])
+            bar.update()
+        patch = None
+        if features.candidates.numel():
+            candidates = features.candidates[rows[features.owners]]
+            bar.set_postfix_str(f"coreset of {candidates.shape[0]} patches")
+            patch = PatchScorer(
+                coreset_ratio=settings.coreset_ratio,
+                k=settings.patch_k,
+                sigma=settings.map_sigma,
+                score_rule=settings.score_rule,
+                topk_fraction=settings.topk_fraction,
+                seed=settings.seed,
+            ).fit(candidates.to(device))  # coreset: fast on a GPU
+            patch.to(torch.device("cpu"))
+            bar.update()
     return ScorerSet(patch, global_scorers, photometric)
 
 
@@ -329,9 +364,11 @@ def cross_fitted_scores(
     fitted: ScorerSet,
     settings: DetectorSettings,
     shape: tuple[int, int],
+    *,
+    progress: str | None = None,
 ) -> dict[str, Tensor]:
     """Out-of-fold scores of the ``features.mapped`` images, per scorer: each image is scored by
-    scorers that never saw it.
+    scorers that never saw it (``progress``: the label of a bar over the patch scorer's images).
 
     The patch scorer leaves one image out: the final bank less that image's own patches, so an
     image meets a bank built from all the others, as a new part meets the final bank (K folds
@@ -352,18 +389,30 @@ def cross_fitted_scores(
             scores[name][here] = scorer.score(feature[rows])
     patch = fitted.patch
     if patch is not None and features.maps is not None:
-        for position, row in enumerate(features.mapped.tolist()):
-            own = own_bank_patches(features, patch, row)
-            maps = features.maps[position : position + 1].float()
-            scores["patch"][position] = patch.predict(maps, shape, exclude=own).scores[0]
+        with progress_bar(
+            enumerate(features.mapped.tolist()),
+            desc=progress or "",
+            total=len(features.mapped),
+            unit="img",
+            enabled=progress is not None,
+        ) as images:
+            for position, row in images:
+                own = own_bank_patches(features, patch, row)
+                maps = features.maps[position : position + 1].float()
+                scores["patch"][position] = patch.predict(maps, shape, exclude=own).scores[0]
     return scores
 
 
 def _fit_group(
-    embedder: Embedder, pixels: Tensor, settings: DetectorSettings, device: torch.device
+    embedder: Embedder,
+    pixels: Tensor,
+    settings: DetectorSettings,
+    device: torch.device,
+    *,
+    label: str = "detector",
 ) -> ScorerSet:
-    """Fit every scorer on all the good training images of one group, with bounded patch memory;
-    with ``calibration="crossfit"`` also their cross-fitted scores, and the thresholds."""
+    """Fit every scorer on all the good training images of group ``label``, with bounded patch
+    memory; with ``calibration="crossfit"`` also their cross-fitted scores, and the thresholds."""
     n = pixels.shape[0]
     photometric = Photometric.fit(settings.photometric, pixels)
     crossfit = settings.calibration == "crossfit"
@@ -373,13 +422,32 @@ def _fit_group(
         )
     mapped = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed + 1))
     mapped = mapped[:MAX_CALIBRATION_IMAGES].sort().values if crossfit else mapped[:0]
-    features = collect_features(embedder, pixels, settings, photometric, device, mapped=mapped)
+    features = collect_features(
+        embedder,
+        pixels,
+        settings,
+        photometric,
+        device,
+        mapped=mapped,
+        progress=f"{label}: features",
+    )
     scorer_set = fit_scorers(
-        features, torch.ones(n, dtype=torch.bool), settings, photometric, device
+        features,
+        torch.ones(n, dtype=torch.bool),
+        settings,
+        photometric,
+        device,
+        progress=f"{label}: scorers",
     )
     scorer_set.shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     if crossfit:
-        scores = cross_fitted_scores(features, scorer_set, settings, scorer_set.shape)
+        scores = cross_fitted_scores(
+            features,
+            scorer_set,
+            settings,
+            scorer_set.shape,
+            progress=f"{label}: cross-fitted scores",
+        )
         folds = {name: min(settings.calibration_folds, n) for name in scores} | {"patch": n}
         scorer_set.good_scores = scores
         scorer_set.good_rows = features.mapped
@@ -420,11 +488,12 @@ def fit_detector(
     else:
         members = {category: [category] for category in train}
     groups: dict[str, ScorerSet] = {}
+    labels = {group: "pooled" if group == POOLED else group for group in members}
     for group, categories in members.items():
         log.info("fitting scorers for %s", ", ".join(categories))
         pixels = torch.cat([train[c] for c in categories])
         chosen = dataclasses.replace(settings, **(choices or {}).get(group, {}))
-        groups[group] = _fit_group(embedder, pixels, chosen, device)
+        groups[group] = _fit_group(embedder, pixels, chosen, device, label=labels[group])
     category_group = {c: g for g, cs in members.items() for c in cs}
     detector = Detector(embedder, settings, groups, category_group)
     if settings.calibration == "crossfit":
@@ -433,7 +502,13 @@ def fit_detector(
         held_out = [val[c] for c in categories if c in val and val[c].shape[0] > 0]
         if not held_out:
             raise ValueError(f"no validation images to calibrate {', '.join(categories)}")
-        detection = detector.detect(torch.cat(held_out), categories[0], device=device, maps=False)
+        detection = detector.detect(
+            torch.cat(held_out),
+            categories[0],
+            device=device,
+            maps=False,
+            progress=f"{labels[group]}: held-out scores",
+        )
         groups[group].calibrations = {
             name: calibrate_threshold(scores.numpy(), target_fpr=settings.target_fpr)
             for name, scores in detection.scores.items()

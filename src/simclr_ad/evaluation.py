@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import importlib.metadata
 import json
 import logging
@@ -34,6 +35,7 @@ from simclr_ad.detector import Detection, scorer_names
 from simclr_ad.errors import UserError
 from simclr_ad.metrics import aupro, image_metrics, per_defect_auroc, pixel_auroc
 from simclr_ad.pipeline import LoadedDetector, held_out_fraction, load_detector
+from simclr_ad.progress import progress_bar
 from simclr_ad.report.data import (
     DATA_DIR,
     MAX_TRAIN_POINTS,
@@ -126,13 +128,21 @@ def score_category(
         )
     masks = np.stack([_read_mask(s.mask_path, size) for s in decoded.samples])
     started = time.perf_counter()
-    detection = loaded.detector.detect(decoded.pixels, category, device=device, maps=True)
+    detection = loaded.detector.detect(
+        decoded.pixels, category, device=device, maps=True, progress=f"{category}: scoring"
+    )
     seconds = time.perf_counter() - started
     val_scores, val_samples = _good_scores(loaded, root, category)
     if split.val:  # the lighting-shift-free control: held-out good images of the training set
         val = decode_images(split.val, size)
         if val.samples:
-            detected = loaded.detector.detect(val.pixels, category, device=device, maps=False)
+            detected = loaded.detector.detect(
+                val.pixels,
+                category,
+                device=device,
+                maps=False,
+                progress=f"{category}: scoring held-out good",
+            )
             val_scores, val_samples = detected.scores, val.samples
     counts = {
         "train_good": len(split.train),
@@ -263,23 +273,12 @@ def _evaluate_into(
         score_category(loaded, root, c, device)
         for c in (categories or _with_test_images(root, known))
     )
-    names = scorer_names(loaded.detector.settings)
-    scorers: dict[str, Any] = {}
-    for name in names:
-        per_category = {r.category: category_metrics(loaded, r, name) for r in results}
-        scorers[name] = {
-            "categories": per_category,
-            "mean": {
-                "image_auroc": _mean([m["image"]["auroc"] for m in per_category.values()]),
-                "pixel_auroc": _mean([m["pixel"]["auroc"] for m in per_category.values()]),
-                "aupro": _mean([m["pixel"]["aupro"] for m in per_category.values()]),
-                "f1": _mean([m["image"]["f1"] for m in per_category.values()]),
-            },
-        }
+    scorers = scorer_metrics(loaded, results)
     n_images = sum(len(r.samples) for r in results)
     seconds = sum(r.seconds for r in results)
     metrics = {
         "primary": loaded.detector.settings.primary,
+        "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scorers": scorers,
         "config": loaded.metadata["training"]["config"],
         "detector": loaded.detector.settings.to_dict(),
@@ -296,13 +295,53 @@ def _evaluate_into(
     write_scores_csv(out / "scores.csv", loaded, evaluation)
     write_val_scores_csv(out / "val_scores.csv", loaded, evaluation)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for result in results:
-        save_category(
-            out / DATA_DIR / f"{result.category}.npz", report_data(loaded, result, device)
-        )
-    write_run_data(out / DATA_DIR / "run.json", model_dir.parent / "train_log.csv")
-    build_report(out)
+    write_report(out, loaded, model_dir, results, device)
     return evaluation
+
+
+def scorer_metrics(
+    loaded: LoadedDetector, results: Sequence[CategoryScores]
+) -> dict[str, dict[str, Any]]:
+    """``metrics.json``'s ``scorers``: per scorer, its metrics on each category and their mean."""
+    scorers: dict[str, dict[str, Any]] = {}
+    names = scorer_names(loaded.detector.settings)
+    with progress_bar(desc="metrics", total=len(names) * len(results), unit="scorer") as bar:
+        for name in names:
+            per_category: dict[str, Any] = {}
+            for result in results:
+                per_category[result.category] = category_metrics(loaded, result, name)
+                bar.update()
+            scorers[name] = {
+                "categories": per_category,
+                "mean": {
+                    "image_auroc": _mean([m["image"]["auroc"] for m in per_category.values()]),
+                    "pixel_auroc": _mean([m["pixel"]["auroc"] for m in per_category.values()]),
+                    "aupro": _mean([m["pixel"]["aupro"] for m in per_category.values()]),
+                    "f1": _mean([m["image"]["f1"] for m in per_category.values()]),
+                },
+            }
+    return scorers
+
+
+def write_report(
+    out: Path,
+    loaded: LoadedDetector,
+    model_dir: Path,
+    results: Sequence[CategoryScores],
+    device: torch.device,
+) -> None:
+    """The report's stored data (``report_data/``, one step per category) and ``report.html``."""
+    with progress_bar(desc="report", total=len(results) + 1, unit="step") as bar:
+        for result in results:
+            bar.set_postfix_str(result.category)
+            save_category(
+                out / DATA_DIR / f"{result.category}.npz", report_data(loaded, result, device)
+            )
+            bar.update()
+        write_run_data(out / DATA_DIR / "run.json", model_dir.parent / "train_log.csv")
+        bar.set_postfix_str(REPORT_FILE)
+        build_report(out)
+        bar.update()
 
 
 def _with_test_images(root: Path, categories: Sequence[str]) -> list[str]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from simclr_ad import __version__
 from simclr_ad.embeddings import Embedder, Photometric
-from simclr_ad.errors import UserError
+from simclr_ad.errors import UserError, require_extra
 from simclr_ad.predictor import (
     ONNX_METADATA_KEY,
     ONNX_SIGNATURE_KEY,
@@ -34,6 +34,8 @@ from simclr_ad.predictor import (
     onnx_signature,
 )
 from simclr_ad.scoring.patch import PatchScorer, gaussian_blur
+
+require_extra("export", needed_by="simclr-ad export")  # onnx writes the file, onnxruntime checks it
 
 log = logging.getLogger(__name__)
 

@@ -56,6 +56,7 @@ from simclr_ad.objectives import (
     SimCLRObjective,
     feature_centre,
 )
+from simclr_ad.progress import progress_bar
 from simclr_ad.run_folder import claim_run_folder
 from simclr_ad.selection import SELECTION_IMAGES, choose
 from simclr_ad.training import LoopSettings, ResumeState, Trainer, write_train_log
@@ -229,7 +230,7 @@ def select_candidates(
     embedder = Embedder(model, config.patch_stages or None)
     choices: dict[str, dict[str, Any]] = {}
     measured: dict[str, Any] = {}
-    for split in splits:
+    for split in progress_bar(splits, desc="auto: choosing settings", unit="category"):
         step = max(1, len(split.train) // SELECTION_IMAGES)
         subset = list(split.train)[::step][:SELECTION_IMAGES]
 

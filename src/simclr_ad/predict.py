@@ -1,8 +1,12 @@
-"""Batch prediction over files and folders: one CSV row per image, optional heatmap overlays.
+"""Batch prediction over files and folders: one row per image, optional heatmap overlays.
 
 An unreadable file gets its row with the error and the others go on; when none can be read the
 command fails (after writing the rows). Images are decoded in a small thread pool (PIL releases
 the GIL), a batch at a time, so memory stays bounded.
+
+Rows are written as CSV (one line per image, streamed), JSON (a list of objects, streamed) or a
+table for people (aligned columns, written at the end). Each row says which threshold decided:
+the calibrated one, a fixed ``--threshold`` or one re-derived for ``--target-fpr``.
 """
 
 from __future__ import annotations
@@ -10,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from simclr_ad.data.images import (
     IMAGE_EXTENSIONS,
@@ -31,14 +35,18 @@ from simclr_ad.data.images import (
 from simclr_ad.errors import UserError
 from simclr_ad.heatmap import overlay
 from simclr_ad.outputs import check_output_file, check_output_folder
-from simclr_ad.predictor import Prediction, Predictor, stack_images
+from simclr_ad.predictor import Decision, Prediction, Predictor, stack_images
+from simclr_ad.progress import progress_bar
 
-CSV_COLUMNS = (
+FORMATS = ("csv", "json", "table")
+COLUMNS = (
     "path",
     "category",
     "score",
     "normalized_score",
     "threshold",
+    "threshold_source",
+    "target_fpr",
     "is_anomalous",
     "error",
     "heatmap",
@@ -141,21 +149,136 @@ def _batches(
         yield list(zip(chunk, decoded, strict=True))
 
 
-def _row(
-    item: ImageFile, category: str, prediction: Prediction | None, *, error: str, heatmap: str
-) -> list[str]:
-    if prediction is None:
-        return [display_path(item.path), category, "", "", "", "", error, heatmap]
-    return [
-        display_path(item.path),
-        category,
-        f"{prediction.score:.6g}",
-        f"{prediction.normalized_score:.6g}",
-        f"{prediction.threshold:.6g}",
-        str(prediction.is_anomalous).lower(),
-        "",
-        heatmap,
-    ]
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One image's line of output; ``prediction`` is None when the file could not be read."""
+
+    path: str
+    category: str
+    prediction: Prediction | None
+    error: str
+    heatmap: str
+
+
+class RowWriter(Protocol):
+    """Where the rows go, in one of ``FORMATS``: ``add`` each row, then ``close`` once."""
+
+    def add(self, row: Row) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def default_format(out: Path | None, stdout: IO[str]) -> str:
+    """``table`` when the rows go to a terminal, ``csv`` when they go to a file or a pipe."""
+    return "table" if out is None and stdout.isatty() else "csv"
+
+
+class CsvRows:
+    """``COLUMNS`` as a header, then one line per row as it comes."""
+
+    def __init__(self, handle: IO[str], decision: Decision) -> None:
+        self.writer = csv.writer(handle)
+        self.decision = decision
+        self.writer.writerow(COLUMNS)
+
+    def add(self, row: Row) -> None:
+        p, d = row.prediction, self.decision
+        if p is None:
+            self.writer.writerow([row.path, row.category, "", "", "", "", "", "", row.error, ""])
+            return
+        target = "" if d.target_fpr is None else f"{d.target_fpr:g}"
+        self.writer.writerow(
+            [
+                row.path,
+                row.category,
+                f"{p.score:.6g}",
+                f"{p.normalized_score:.6g}",
+                f"{p.threshold:.6g}",
+                d.source,
+                target,
+                str(p.is_anomalous).lower(),
+                "",
+                row.heatmap,
+            ]
+        )
+
+    def close(self) -> None:
+        """Nothing left to write: each line went out as it came."""
+
+
+class JsonRows:
+    """A JSON list of objects with the keys ``COLUMNS`` (null where a value does not apply),
+    one object per line as it comes."""
+
+    def __init__(self, handle: IO[str], decision: Decision) -> None:
+        self.handle = handle
+        self.decision = decision
+        self.count = 0
+
+    def add(self, row: Row) -> None:
+        p, d = row.prediction, self.decision
+        values: dict[str, Any] = dict.fromkeys(COLUMNS)
+        values |= {"path": row.path, "category": row.category}
+        if p is None:
+            values["error"] = row.error
+        else:
+            values |= {
+                "score": p.score,
+                "normalized_score": p.normalized_score,
+                "threshold": p.threshold,
+                "threshold_source": d.source,
+                "target_fpr": d.target_fpr,
+                "is_anomalous": p.is_anomalous,
+                "heatmap": row.heatmap or None,
+            }
+        self.handle.write(("[\n  " if self.count == 0 else ",\n  ") + json.dumps(values))
+        self.count += 1
+
+    def close(self) -> None:
+        self.handle.write("[]\n" if self.count == 0 else "\n]\n")
+
+
+class TableRows:
+    """Aligned columns for people, written at the end (the widths need every row), under a line
+    saying which threshold decided and what it rests on."""
+
+    def __init__(self, handle: IO[str], decision: Decision) -> None:
+        self.handle = handle
+        self.decision = decision
+        self.rows: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+
+    def close(self) -> None:
+        d = self.decision
+        category = self.rows[0].category if self.rows else ""
+        self.handle.write(f"{category}: threshold {d.threshold:.6g} ({d.source}: {d.rule})\n")
+        heatmaps = any(row.heatmap for row in self.rows)
+        header = ["path", "score", "score/threshold", "verdict"] + ["heatmap"] * heatmaps
+        lines = [header] + [self._cells(row)[: len(header)] for row in self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        for line in lines:
+            cells = [
+                cell.rjust(w) if i in (1, 2) else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            ]
+            self.handle.write("  ".join(cells).rstrip() + "\n")
+
+    @staticmethod
+    def _cells(row: Row) -> list[str]:
+        p = row.prediction
+        if p is None:
+            return [row.path, "", "", f"unreadable: {row.error}", ""]
+        verdict = "ANOMALOUS" if p.is_anomalous else "good"
+        return [row.path, f"{p.score:.4g}", f"{p.normalized_score:.3f}", verdict, row.heatmap]
+
+
+WRITERS: dict[str, Callable[[IO[str], Decision], RowWriter]] = {
+    "csv": CsvRows,
+    "json": JsonRows,
+    "table": TableRows,
+}
 
 
 def predict_files(
@@ -168,40 +291,47 @@ def predict_files(
     batch_size: int = 16,
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
+    output_format: str = "csv",
 ) -> PredictSummary:
-    """Score ``files`` as ``category``; CSV to ``out`` (stdout when None), overlays to ``heatmaps``.
+    """Score ``files`` as ``category``; rows to ``out`` (stdout when None) as ``output_format``
+    (``FORMATS``), overlays to ``heatmaps``.
 
-    The CSV is written beside ``out`` and renamed into place when complete.
+    The output is written beside ``out`` and renamed into place when complete.
 
     Raises:
-        UserError: when not one of ``files`` could be read (after the CSV with their reasons is
-            written), so that the command ends with a non-zero exit code.
+        UserError: when not one of ``files`` could be read (after the rows with their reasons
+            are written), so that the command ends with a non-zero exit code.
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if max_pixels < 1:
         raise UserError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if output_format not in WRITERS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     started = time.perf_counter()
     staging = None if out is None else out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with _open_csv(staging) as handle:
+        with _open_output(staging) as handle:
+            rows = WRITERS[output_format](handle, predictor.decision(category))
             n_anomalous, n_errors = _predict_into(
-                predictor, files, category, handle, heatmaps, batch_size, progress, max_pixels
+                predictor, files, category, rows, heatmaps, batch_size, progress, max_pixels
             )
+            rows.close()
         if staging is not None and out is not None:
             os.replace(staging, out)
     finally:
         if staging is not None:
             staging.unlink(missing_ok=True)
     if files and n_errors == len(files):
-        where = "the error column" if out is None else str(out)
+        column = "verdict" if output_format == "table" else "error"
+        where = f"the {column} column" if out is None else str(out)
         raise UserError(
             f"none of the {len(files)} images could be read; the reasons are in {where}"
         )
     return PredictSummary(len(files), n_anomalous, n_errors, time.perf_counter() - started)
 
 
-def _open_csv(path: Path | None) -> contextlib.AbstractContextManager[IO[str]]:
+def _open_output(path: Path | None) -> contextlib.AbstractContextManager[IO[str]]:
     if path is None:
         return contextlib.nullcontext(sys.stdout)
     return open(path, "w", newline="")
@@ -211,18 +341,16 @@ def _predict_into(
     predictor: Predictor,
     files: Sequence[ImageFile],
     category: str,
-    handle: IO[str],
+    rows: RowWriter,
     heatmaps: Path | None,
     batch_size: int,
     progress: bool,
     max_pixels: int,
 ) -> tuple[int, int]:
-    """Write the CSV rows of ``files`` to ``handle``; returns (anomalous, unreadable) counts."""
+    """Add the rows of ``files`` to ``rows``; returns (anomalous, unreadable) counts."""
     n_anomalous = n_errors = 0
-    writer = csv.writer(handle)
-    writer.writerow(CSV_COLUMNS)
     with (
-        tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar,
+        progress_bar(total=len(files), desc="predict", unit="img", enabled=progress) as bar,
         ThreadPoolExecutor(max_workers=4) as pool,
     ):
         shape = predictor.input_shape(category)
@@ -238,7 +366,7 @@ def _predict_into(
                 if found is not None and heatmaps is not None and isinstance(px, np.ndarray):
                     written = _write_heatmap(heatmaps / item.heatmap_name, px, found)
                 error = px if isinstance(px, str) else ""
-                writer.writerow(_row(item, category, found, error=error, heatmap=written))
+                rows.add(Row(display_path(item.path), category, found, error, written))
                 n_anomalous += found is not None and found.is_anomalous
                 n_errors += found is None
             bar.update(len(batch))

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from simclr_ad.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from simclr_ad.distributed import DistInfo
 from simclr_ad.errors import UserError
 from simclr_ad.models.backbone import channels_last
 from simclr_ad.objectives import Objective, SimCLRObjective
+from simclr_ad.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -313,11 +313,8 @@ class Trainer:
         started = time.perf_counter()
         total_loss = torch.zeros((), device=self.device)
         used_lr = float(scheduler.get_last_lr()[0])
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {epoch}/{s.epochs}",
-            leave=False,
-            disable=not self.dist.is_main,
+        bar = progress_bar(
+            range(steps), desc=f"epoch {epoch}/{s.epochs}", unit="step", enabled=self.dist.is_main
         )
         for step in bar:
             rows = order[step * batch : (step + 1) * batch][

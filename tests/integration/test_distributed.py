@@ -1,11 +1,14 @@
 """Two CPU processes (gloo) match one process on the same global batch; torchrun end to end."""
 
 import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -104,39 +107,40 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert changed > 10  # the step really updated the weights
 
 
-def test_torchrun_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
+def _readme_torchrun() -> list[str]:
+    """The README's torchrun command, as a user would copy it."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    line = next(ln for ln in readme.read_text().splitlines() if ln.startswith("torchrun "))
+    return shlex.split(line)
+
+
+def test_readme_torchrun_command_in_the_activated_venv(tiny_data: Path, tmp_path: Path) -> None:
+    """The README's command, in a shell where only ``source .venv/bin/activate`` set the PATH;
+    its data, category, output and process count swapped for the tiny dataset's."""
+    venv = Path(sys.prefix)
+    if venv == Path(sys.base_prefix) or not (venv / "bin" / "activate").is_file():
+        pytest.skip("the tests are not running in a virtual environment with bin/activate")
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "simclr_ad",
-        "-q",
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(run),
-        "--epochs",
-        "2",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--weights",
-        "none",
-        "--device",
-        "cpu",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    cmd = _readme_torchrun()
+    swaps = {"--nproc_per_node": "2", "--data": str(tiny_data), "--categories": "fabric"}
+    for flag, value in {**swaps, "--out": str(run)}.items():
+        cmd[cmd.index(flag) + 1] = value  # the README still has each of these flags
+    assert cmd[:2] == ["torchrun", "--standalone"] and "-m" in cmd and "train" in cmd
+    cmd += ["--epochs", "2", "--image-size", "32", "--batch-size", "8", "--weights", "none"]
+    cmd += ["--device", "cpu"]
+    script = f"source {shlex.quote(str(venv / 'bin' / 'activate'))} && command -v torchrun && "
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env |= {"PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-c", script + shlex.join(cmd)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == str(venv / "bin" / "torchrun")
     assert (run / "model" / "model.safetensors").is_file()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert len((run / "train_log.csv").read_text().strip().splitlines()) == 3

@@ -65,8 +65,8 @@ def test_predict_folder_with_a_corrupt_file(
     assert main([*argv, "--heatmaps", str(heatmaps)]) == 0
     rows = _rows(out)
     assert list(rows[0]) == [
-        "path", "category", "score", "normalized_score", "threshold", "is_anomalous", "error",
-        "heatmap",
+        "path", "category", "score", "normalized_score", "threshold", "threshold_source",
+        "target_fpr", "is_anomalous", "error", "heatmap",
     ]  # fmt: skip
     assert len(rows) == 11  # 10 test images + the broken one, not the .txt
     broken = [r for r in rows if r["path"].endswith("broken.png")]
@@ -108,3 +108,11 @@ def test_onnx_export_matches_pytorch(
     np.testing.assert_allclose(b, a, rtol=1e-4)
     assert [r["is_anomalous"] for r in reference] == [r["is_anomalous"] for r in exported]
     assert main(["export", "--model", str(tiny_fabric_model), "--out", str(onnx_file)]) == 2
+    capsys.readouterr()
+    argv = ["-q", "predict", "--model", str(onnx_file), str(folder)]
+    assert main([*argv, "--target-fpr", "0.1"]) == 2  # the export holds no good scores
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threshold" in err[0] and "calibrate" in err[0]
+    assert main([*argv, "--threshold", "1e-9", "--out", str(tmp_path / "all.csv")]) == 0
+    fixed = _rows(tmp_path / "all.csv")
+    assert {(r["is_anomalous"], r["threshold_source"]) for r in fixed} == {("true", "fixed")}

@@ -60,6 +60,33 @@ def test_health_model_and_docs(client: TestClient) -> None:
     assert page.status_code == 200 and 'id="verdict"' in page.text
 
 
+def test_openapi_lists_the_refusals_the_endpoints_give(tiny_model: Path) -> None:
+    import torch
+
+    predictor = open_predictor(tiny_model, torch.device("cpu"))
+    limits = UploadLimits(max_bytes=200_000, max_pixels=1_000_000)
+    for api_key, key in ((None, set()), ("k", {"401"})):
+        paths = create_app(predictor, limits=limits, api_key=api_key).openapi()["paths"]
+        predict = paths["/v1/predict"]["post"]["responses"]
+        assert set(predict) == {"200", "400", "413", "415", "422", "503"} | key
+        assert "200000 bytes" in predict["413"]["description"]
+        assert "1000000 pixels" in predict["413"]["description"]
+        assert set(paths["/v1/model"]["get"]["responses"]) == {"200"} | key
+        assert set(paths["/health"]["get"]["responses"]) == {"200"}
+        schemas = create_app(predictor, api_key=api_key).openapi()["components"]["schemas"]
+        assert schemas["ErrorResponse"]["required"] == ["detail"]
+
+
+def test_docs_page_is_drawn_here_without_other_hosts(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text and "<script" not in page.text
+    for status in ("400", "413", "415", "422", "503"):
+        assert f"<td>{status}</td>" in page.text
+    assert "<code>/v1/predict</code>" in page.text and 'href="openapi.json"' in page.text
+    assert client.get("/redoc").status_code == 404  # ReDoc, from a CDN too, is not served
+
+
 def test_predict_gives_a_verdict_and_heatmap(client: TestClient, tiny_data: Path) -> None:
     image = _png(tiny_data / "fabric" / "test" / "hole" / "000.png")
     files = {"image": ("000.png", image, "image/png")}

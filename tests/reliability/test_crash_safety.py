@@ -189,7 +189,7 @@ def test_full_disk_predict_csv(
 
     out = tmp_path / "preds.csv"
     out.write_text("the previous predictions\n")
-    monkeypatch.setattr(predict, "_open_csv", lambda path: _FullDiskFile(path))
+    monkeypatch.setattr(predict, "_open_output", lambda path: _FullDiskFile(path))
     argv = ["-q", "predict", "--model", str(tiny_fabric_model), str(tiny_data / "fabric" / "test")]
     assert main([*argv, "--out", str(out), "--overwrite", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -68,7 +68,7 @@ def test_train_arguments_give_a_config_or_one_line(
     flags: list[tuple[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Parse and build the config exactly as ``train`` does, without training."""
-    from simclr_ad.cli import _config_overrides
+    from simclr_ad.train_flags import config_overrides
 
     argv = ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]
     argv += [part for flag, value in flags for part in (flag, value)]
@@ -78,7 +78,7 @@ def test_train_arguments_give_a_config_or_one_line(
         assert exit_.code == 2
         assert "Traceback" not in capsys.readouterr().err
         return
-    _one_line_user_error(lambda: build_config(**_config_overrides(args)))
+    _one_line_user_error(lambda: build_config(**config_overrides(args)))
 
 
 @settings(

@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from simclr_ad.errors import UserError
-from simclr_ad.predictor import Prediction, Predictor
+from simclr_ad.predictor import OperatingPoint, Prediction, Predictor
 from simclr_ad.service import server
 from simclr_ad.service.app import (
     API_KEY_ENV,
@@ -185,6 +185,7 @@ def test_onnx_model_description_shows_its_one_threshold() -> None:
         "primary_scorer": "patch",
         "target_fpr": 0.01,
         "thresholds": {"part": 2.0},
+        "threshold_source": "calibrated",
     }
     assert described["model"]["bundle_tensors_sha256"] == "ab" * 32
 
@@ -272,9 +273,11 @@ def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     loads: list[Path] = []
     real = predictor_module.open_predictor
 
-    def counting(path: Path, device: torch.device) -> Predictor:
+    def counting(
+        path: Path, device: torch.device, point: OperatingPoint | None = None
+    ) -> Predictor:
         loads.append(path)
-        return real(path, device)
+        return real(path, device, point)
 
     monkeypatch.setattr(predictor_module, "open_predictor", counting)
     return loads

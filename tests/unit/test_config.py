@@ -1,8 +1,22 @@
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from simclr_ad.config import TrainConfig, build_config, dump_yaml, load_yaml
+import simclr_ad
+from simclr_ad.config import (
+    SHIPPED_CONFIGS,
+    TrainConfig,
+    build_config,
+    dump_yaml,
+    load_yaml,
+    resolve_config_file,
+    shipped_configs,
+)
 from simclr_ad.errors import UserError
 
 
@@ -77,7 +91,7 @@ def test_config_file_errors(tmp_path) -> None:
         load_yaml(scalar)
 
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -110,3 +124,80 @@ def test_calibration_and_aspect_are_validated() -> None:
         build_config(calibration_folds=1)
     with pytest.raises(UserError, match="aspect"):
         build_config(aspect="wide")
+
+
+def test_the_documented_configs_ship_inside_the_package_and_only_there() -> None:
+    assert SHIPPED_CONFIGS.parent == Path(simclr_ad.__file__).resolve().parent
+    assert set(shipped_configs()) == {"default", "mvtec5", "pretrained-512", "writeup"}
+    assert not (Path(__file__).resolve().parents[2] / "configs").exists()  # no copy to drift
+
+
+def test_a_config_is_found_by_name_and_a_path_still_wins(tmp_path, monkeypatch) -> None:
+    assert resolve_config_file("pretrained-512") == CONFIGS / "pretrained-512.yaml"
+    assert load_yaml(resolve_config_file("writeup"))["primary"] == "mahalanobis_z"
+    own = tmp_path / "mine.yaml"
+    own.write_text("epochs: 3\n")
+    assert resolve_config_file(str(own)) == own
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "writeup").write_text("epochs: 4\n")  # a local file named like a shipped one
+    assert resolve_config_file("writeup") == Path("writeup")
+
+
+def test_an_unknown_config_name_lists_the_shipped_ones(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as raised:
+        resolve_config_file("pretrained-521")
+    message = str(raised.value)
+    assert "\n" not in message and "pretrained-521" in message
+    assert "default, mvtec5, pretrained-512, writeup" in message
+    # the clone-relative path of old instructions names the shipped file to use instead
+    with pytest.raises(UserError, match=r"the shipped writeup\.yaml is --config writeup"):
+        resolve_config_file("configs/writeup.yaml")
+    other = resolve_config_file("elsewhere/mine.yaml")  # any other path: load_yaml reports it
+    with pytest.raises(UserError, match=r"cannot read config file elsewhere/mine\.yaml"):
+        load_yaml(other)
+
+
+def test_the_wheel_holds_the_config_files(tmp_path) -> None:
+    """Built from a copy of the project (the checkout stays clean) as a user's pip builds it."""
+    root = Path(__file__).resolve().parents[2]
+    project = tmp_path / "project"
+    project.mkdir()
+    for path in root.iterdir():  # pyproject.toml, README.md, LICENSE...
+        if path.is_file():
+            shutil.copy2(path, project / path.name)
+    shutil.copytree(
+        root / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip_wheel, "-q", "-w", str(tmp_path / "dist")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("simclr_ad-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"simclr_ad/configs/{name}.yaml" for name in shipped_configs()}
+    assert shipped and shipped <= names
+    installed = tmp_path / "site"  # a pure-Python wheel unpacked is the package installed
+    zipfile.ZipFile(wheel).extractall(installed)
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from simclr_ad.config import *; "
+            "print(load_yaml(resolve_config_file('pretrained-512'))['image_size'], "
+            "resolve_config_file('pretrained-512'))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    size, path = found.stdout.split()
+    assert size == "512" and Path(path).is_relative_to(installed)

@@ -73,8 +73,9 @@ def _pretrained(name: str) -> nn.Module:
             else (str(exc).splitlines()[0][:160] or type(exc).__name__)
         )
         raise UserError(
-            f"cannot get ImageNet weights for {name} ({reason}); use --weights none "
-            "(random init) or --weights PATH (a local .safetensors or state-dict file)"
+            f"cannot get ImageNet weights for {name} ({reason}); give a local file with timm's "
+            "key names instead, --weights PATH.safetensors (or a torch state dict), "
+            "or --weights none for random init"
         ) from None
     finally:
         constants.HF_HUB_OFFLINE = saved

@@ -25,8 +25,8 @@ from simclr_ad.errors import UserError
 
 THUMBNAIL_SIZE = 128  # px: gallery images are thumbnails, never the full-size image
 MAX_TRAIN_POINTS = 200  # training good images embedded for t-SNE/PCA and nearest neighbours
-EXAMPLES_PER_DEFECT = 3
-WORST_CASES = 4
+EXAMPLES_PER_DEFECT = 2  # the lowest- and the highest-scoring image of each defect type
+WORST_CASES = 3
 DATA_DIR = "report_data"
 GOOD_HIGHEST = "good_highest"  # the highest-scoring good parts (false positives when flagged)
 DEFECT_LOWEST = "defect_lowest"  # the lowest-scoring defective parts (missed when not flagged)

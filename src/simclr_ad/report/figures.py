@@ -7,10 +7,11 @@ saved), so they can be drawn in tests and threads and never open a window.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
@@ -19,7 +20,7 @@ DEFECT_COLOUR = "#d62728"
 TRAIN_COLOUR = "#b0b0b0"
 THRESHOLD_COLOUR = "#222222"
 DEFECT_PALETTE = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
-HEATMAP = "inferno"
+LEGEND_SIZE = 8  # pt: still legible when a phone shows the figure at its natural width
 
 
 def _figure(width: float = 4.2, height: float = 3.4) -> Figure:
@@ -44,7 +45,7 @@ def roc_figure(scores: Mapping[str, ArrayLike], labels: ArrayLike, primary: str)
     ax.plot([0, 1], [0, 1], ls="--", color=TRAIN_COLOUR, lw=1, label="chance")
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC (AUROC)")
     ax.set(xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=LEGEND_SIZE, loc="lower right")
     return fig
 
 
@@ -61,7 +62,7 @@ def pr_figure(scores: Mapping[str, ArrayLike], labels: ArrayLike, primary: str) 
     ax.axhline(prevalence, ls="--", color=TRAIN_COLOUR, lw=1, label=f"chance ({prevalence:.2f})")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     ax.set(xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=LEGEND_SIZE, loc="lower left")
     return fig
 
 
@@ -84,7 +85,8 @@ def histogram_figure(
         threshold, color=THRESHOLD_COLOUR, ls="--", lw=1.5, label=f"threshold {threshold:.3g}"
     )
     ax.set(xlabel=f"{scorer} score", ylabel="test images", title="Scores: good vs defective")
-    ax.legend(fontsize=7)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images
+    ax.legend(fontsize=LEGEND_SIZE)
     return fig
 
 
@@ -126,7 +128,7 @@ def embedding_figure(points: ArrayLike, groups: Sequence[str], title: str) -> Fi
             style = {"color": next(defect_colours), "s": 22, "marker": "^"}
         ax.scatter(xy[chosen, 0], xy[chosen, 1], label=name, alpha=0.8, linewidths=0, **style)
     ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(fontsize=7, markerscale=1.2, loc="best")
+    ax.legend(fontsize=LEGEND_SIZE, markerscale=1.2, loc="best")
     return fig
 
 
@@ -136,40 +138,5 @@ def loss_figure(epochs: ArrayLike, losses: ArrayLike) -> Figure:
     ax = fig.add_subplot()
     ax.plot(np.asarray(epochs), np.asarray(losses), marker="o", ms=3, color=GOOD_COLOUR)
     ax.set(xlabel="epoch", ylabel="NT-Xent loss", title="Training loss")
-    return fig
-
-
-class Panel(NamedTuple):
-    """One image of a gallery row: uint8 H×W×3 (or a bool mask H×W), an optional anomaly map
-    H×W drawn over it, and a caption."""
-
-    image: NDArray[Any]
-    title: str
-    heatmap: NDArray[Any] | None = None
-
-
-def gallery_figure(
-    rows: Sequence[Sequence[Panel]], heat_range: tuple[float, float], panel_inches: float = 1.55
-) -> Figure:
-    """A grid of panels, one row per case; heatmaps share ``heat_range`` (low, high)."""
-    n_cols = max((len(r) for r in rows), default=1)
-    fig = Figure(figsize=(panel_inches * n_cols, (panel_inches + 0.35) * max(len(rows), 1)))
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.3)
-    for r, row in enumerate(rows):
-        for c, panel in enumerate(row):
-            ax = fig.add_subplot(len(rows), n_cols, r * n_cols + c + 1)
-            if panel.image.ndim == 2:
-                ax.imshow(panel.image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(panel.image)
-            if panel.heatmap is not None:
-                ax.imshow(
-                    panel.heatmap.astype(float),
-                    cmap=HEATMAP,
-                    vmin=heat_range[0],
-                    vmax=heat_range[1],
-                    alpha=0.55,
-                )
-            ax.set_title(panel.title, fontsize=7)
-            ax.set_axis_off()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig

@@ -6,8 +6,8 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simclr_ad.report.charts import false_alarms
 from simclr_ad.report.data import CategoryRows
+from simclr_ad.report.verdict import false_alarms, parts_note
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -20,7 +20,7 @@ def _table(
     rows: Sequence[Sequence[str]],
     row_classes: Sequence[str] = (),
 ) -> str:
-    """An HTML table; every cell is escaped."""
+    """An HTML table in a box that scrolls sideways on a narrow screen; every cell is escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     classes = list(row_classes) or [""] * len(rows)
     body = "".join(
@@ -29,7 +29,10 @@ def _table(
         + "</tr>"
         for row, css in zip(rows, classes, strict=True)
     )
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRows]) -> str:
@@ -52,7 +55,9 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
     for category, entry in metrics["scorers"][primary]["categories"].items():
         image, pixel = entry["image"], entry["pixel"]
         ci = image.get("auroc_ci95")
-        auroc = _num(image["auroc"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        auroc = _num(image["auroc"])
+        if ci:
+            auroc += f" [{ci[0]:.3f}, {ci[1]:.3f}] {parts_note(image['n_good'], image['n_defect'])}"
         flagged, n_good = false_alarms(
             rows[category].labels, rows[category].scores[primary], float(image["threshold"])
         )
@@ -173,4 +178,6 @@ def run_table(metrics: Mapping[str, Any]) -> str:
     body = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items
     )
-    return f'<table id="run-table" class="kv"><tbody>{body}</tbody></table>'
+    return (
+        f'<div class="scroll"><table id="run-table" class="kv"><tbody>{body}</tbody></table></div>'
+    )

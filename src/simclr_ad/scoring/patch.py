@@ -20,7 +20,7 @@ from simclr_ad.scoring.coreset import greedy_coreset
 from simclr_ad.scoring.search import NearestNeighbourIndex
 
 if TYPE_CHECKING:
-    from typing import Self
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
 """The inspection service: FastAPI around a Predictor and a MicroBatcher.
 
 ``POST /v1/predict`` (multipart ``image``, optional form ``category``, query ``heatmap``),
-``GET /health``, ``GET /v1/model``, ``GET /`` (the page), OpenAPI at ``/docs``. Bad requests
-get a 4xx JSON ``{"detail": ...}`` (413 for a body over the limit, declared or chunked), a model
-that fails on an image a 503 JSON, never a plain-text 500. With an API key, every ``/v1/*``
-request must carry it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; the UTF-8 bytes of
-the key are compared, in constant time); ``/health``, the page and the docs stay open. Request
-data never becomes a file path.
+``GET /health``, ``GET /v1/model``, ``GET /`` (the page), the OpenAPI schema at ``/openapi.json``
+and drawn as a page at ``/docs`` (no CDN, so it reads offline). Bad requests get a 4xx JSON
+``{"detail": ...}`` (413 for a body over the limit, declared or chunked), a model that fails on an
+image a 503 JSON, never a plain-text 500; the schema lists each of these answers. With an API
+key, every ``/v1/*`` request must carry it (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``;
+the UTF-8 bytes of the key are compared, in constant time); ``/health``, the page and the docs
+stay open. Request data never becomes a file path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from simclr_ad.heatmap import overlay, png_bytes
 from simclr_ad.predictor import Prediction, Predictor
 from simclr_ad.service.batching import MicroBatcher
 from simclr_ad.service.description import describe_model
+from simclr_ad.service.docs import render_docs
 from simclr_ad.service.uploads import UploadError, UploadLimits, decode_upload
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart headers around the image
@@ -51,6 +53,39 @@ class PredictResponse(BaseModel):
     is_anomalous: bool
     latency_ms: float
     heatmap_png: str | None = None  # base64 PNG overlay, when heatmap=true
+
+
+class ErrorResponse(BaseModel):
+    """A refused request: why, in one line."""
+
+    detail: str
+
+
+class InvalidRequestResponse(BaseModel):
+    """A 422: one line, or FastAPI's list of field errors when a form field is missing."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def refusals(statuses: tuple[int, ...], limits: UploadLimits) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` for the refusals an endpoint can give, worded as the app's."""
+    when = {
+        400: "the upload is empty, or the multipart body cannot be parsed",
+        401: "the API key is missing or wrong (send X-API-Key: KEY or Authorization: Bearer KEY)",
+        413: f"the upload is over {limits.max_bytes} bytes, or its image header declares more than "
+        f"{limits.max_pixels} pixels",
+        415: "not an image, or not one of " + ", ".join(sorted(limits.formats)),
+        422: "a damaged image, an unknown category, no category for a model with several, "
+        "or no image field",
+        503: "the model failed on this image",
+    }
+    return {
+        status: {
+            "model": InvalidRequestResponse if status == 422 else ErrorResponse,
+            "description": when[status],
+        }
+        for status in statuses
+    }
 
 
 class _BodyTooLargeError(Exception):
@@ -156,6 +191,8 @@ def create_app(
         title="simclr-ad inspection service",
         version=__version__,
         description="Anomaly scores, verdicts and heatmaps for images of known categories.",
+        docs_url=None,  # Swagger UI and ReDoc come from a CDN; /docs is drawn here instead
+        redoc_url=None,
     )
     app.add_middleware(_BodyLimit, max_body=limits.max_bytes + MULTIPART_OVERHEAD)
     if api_key:
@@ -167,13 +204,16 @@ def create_app(
     async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
+    key = (401,) if api_key else ()
+
     @app.get("/health")
     def health() -> dict[str, str]:
+        """Answers while the process runs; needs no API key."""
         return {"status": "ok"}
 
     description = describe_model(predictor)
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses=refusals(key, limits))
     def model() -> dict[str, Any]:
         """Categories, image size, thresholds, target FPR, the model's identity and versions."""
         return description
@@ -182,12 +222,24 @@ def create_app(
     def index() -> str:
         return page
 
-    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True)
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        return render_docs(app.openapi())
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        responses=refusals((400, *key, 413, 415, 422, 503), limits),
+    )
     def predict(
         image: Annotated[UploadFile, File(description="the image (PNG, JPEG, BMP, TIFF, WebP)")],
-        category: Annotated[str | None, Form()] = None,
+        category: Annotated[
+            str | None, Form(description="required when the model has several categories")
+        ] = None,
         heatmap: Annotated[bool, Query(description="include a base64 PNG overlay")] = False,
     ) -> PredictResponse:
+        """The verdict on one image of the category: score, threshold and, if asked, a heatmap."""
         started = time.perf_counter()
         try:
             name = predictor.resolve_category(category)
@@ -238,6 +290,7 @@ def _model_failure(exc: Exception) -> HTTPException:
 MODEL_ENV, DEVICE_ENV, BATCH_ENV = "SIMCLR_AD_MODEL", "SIMCLR_AD_DEVICE", "SIMCLR_AD_MAX_BATCH"
 MAX_BYTES_ENV, API_KEY_ENV = "SIMCLR_AD_MAX_UPLOAD_BYTES", "SIMCLR_AD_API_KEY"
 MAX_PIXELS_ENV = "SIMCLR_AD_MAX_PIXELS"
+OPERATING_POINT_ENV = {"threshold": "SIMCLR_AD_THRESHOLD", "target_fpr": "SIMCLR_AD_TARGET_FPR"}
 
 
 def app_from_environment() -> FastAPI:
@@ -245,12 +298,13 @@ def app_from_environment() -> FastAPI:
     import torch
 
     from simclr_ad.pipeline import resolve_device
-    from simclr_ad.predictor import open_predictor
+    from simclr_ad.predictor import OperatingPoint, open_predictor
 
     workers = max(1, int(os.environ.get("SIMCLR_AD_WORKERS", "1")))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     device = resolve_device(os.environ.get(DEVICE_ENV, "auto"))
-    predictor = open_predictor(Path(os.environ[MODEL_ENV]), device)
+    point = {k: float(os.environ[v]) for k, v in OPERATING_POINT_ENV.items() if v in os.environ}
+    predictor = open_predictor(Path(os.environ[MODEL_ENV]), device, OperatingPoint(**point))
     limits = UploadLimits(
         max_bytes=int(os.environ.get(MAX_BYTES_ENV, UploadLimits.max_bytes)),
         max_pixels=int(os.environ.get(MAX_PIXELS_ENV, UploadLimits.max_pixels)),

@@ -17,10 +17,20 @@ ARCHITECTURE_FIELDS = ("backbone", "head_hidden", "head_out")
 
 def describe_model(predictor: Predictor) -> dict[str, Any]:
     """Categories, image size, preprocessing, primary scorer, target FPR, the threshold of each
-    category, the model's identity (architecture, hashes) and versions; no filesystem paths."""
+    category (as the predictor applies them: calibrated, or moved by ``--threshold`` /
+    ``--target-fpr``, said by ``threshold_source``), the model's identity (architecture,
+    hashes) and versions; no filesystem paths."""
     meta = predictor.metadata
     onnx = "category" in meta  # an exported model's description holds its one category
     detector = _onnx_decision(meta) if onnx else _bundle_decision(meta, predictor.categories)
+    if not predictor.operating_point.is_calibrated:  # --threshold / --target-fpr moved them
+        decisions = {c: predictor.decision(c) for c in predictor.categories}
+        first = decisions[predictor.categories[0]]
+        detector |= {
+            "target_fpr": first.target_fpr,
+            "thresholds": {c: d.threshold for c, d in decisions.items()},
+        }
+    detector["threshold_source"] = predictor.operating_point.source
     return {
         "kind": "onnx" if onnx else "bundle",
         "categories": list(predictor.categories),

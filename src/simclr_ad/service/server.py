@@ -9,8 +9,9 @@ import os
 import socket
 from pathlib import Path
 
-from simclr_ad.bundle import METADATA_FILE, verify_bundle
+from simclr_ad.bundle import METADATA_FILE, TENSORS_FILE, verify_bundle
 from simclr_ad.errors import UserError
+from simclr_ad.predictor import TARGET_FPR_NEEDS_SCORES, OperatingPoint, bundle_folder
 from simclr_ad.service import app as service_app
 from simclr_ad.service.uploads import UploadLimits
 
@@ -49,6 +50,22 @@ def check_model(model: Path) -> None:
     verify_bundle(model)
 
 
+def check_stored_scores(model: Path) -> None:
+    """A UserError unless ``model`` stores the good scores ``--target-fpr`` re-derives the
+    thresholds from (for every group, of the primary scorer); only the tensor names are read."""
+    from safetensors import safe_open
+
+    if model.suffix.lower() == ".onnx":
+        raise UserError(TARGET_FPR_NEEDS_SCORES)
+    folder = bundle_folder(model)
+    detector = verify_bundle(folder).get("detector", {})
+    primary = detector.get("settings", {}).get("primary")
+    with safe_open(str(folder / TENSORS_FILE), framework="pt") as tensors:
+        names = set(tensors.keys())
+    if any(f"calibration.{group}.{primary}" not in names for group in detector.get("groups", {})):
+        raise UserError(TARGET_FPR_NEEDS_SCORES)
+
+
 def serve(
     model: Path,
     *,
@@ -60,8 +77,10 @@ def serve(
     max_upload_bytes: int | None = None,
     max_pixels: int | None = None,
     api_key: str | None = None,
+    operating_point: OperatingPoint | None = None,
 ) -> None:
-    """Serve ``model`` (bundle folder or ``.onnx``) until interrupted.
+    """Serve ``model`` (bundle folder or ``.onnx``) until interrupted, at ``operating_point``
+    (default: the calibrated thresholds).
 
     With one worker the model is loaded here, so a bad bundle fails with one line before
     uvicorn starts. With ``workers > 1`` each worker process loads its own copy and this process
@@ -83,10 +102,11 @@ def serve(
         limits = dataclasses.replace(limits, max_bytes=max_upload_bytes)
     if max_pixels is not None:
         limits = dataclasses.replace(limits, max_pixels=max_pixels)
+    point = operating_point or OperatingPoint()
     if workers == 1:
-        _serve_in_process(model, host, port, device, max_batch, limits, api_key)
+        _serve_in_process(model, host, port, device, max_batch, limits, api_key, point)
     else:
-        _serve_workers(model, host, port, workers, device, max_batch, limits, api_key)
+        _serve_workers(model, host, port, workers, device, max_batch, limits, api_key, point)
 
 
 def _serve_in_process(
@@ -97,13 +117,14 @@ def _serve_in_process(
     max_batch: int,
     limits: UploadLimits,
     api_key: str | None,
+    point: OperatingPoint,
 ) -> None:
     import uvicorn
 
     from simclr_ad.pipeline import resolve_device
     from simclr_ad.predictor import open_predictor
 
-    predictor = open_predictor(model, resolve_device(device))
+    predictor = open_predictor(model, resolve_device(device), point)
     check_port_free(host, port)
     app = service_app.create_app(predictor, limits=limits, max_batch=max_batch, api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level="info")
@@ -118,11 +139,14 @@ def _serve_workers(
     max_batch: int,
     limits: UploadLimits,
     api_key: str | None,
+    point: OperatingPoint,
 ) -> None:
     """``workers`` processes, each loading the model (told by variables); none loaded here."""
     import uvicorn
 
     check_model(model)
+    if point.target_fpr is not None:  # else each worker would refuse it after the port opened
+        check_stored_scores(model)
     check_port_free(host, port)
     os.environ |= {
         service_app.MODEL_ENV: str(model.resolve()),
@@ -132,6 +156,12 @@ def _serve_workers(
         service_app.MAX_PIXELS_ENV: str(limits.max_pixels),
         "SIMCLR_AD_WORKERS": str(workers),
     }
+    for field, name in service_app.OPERATING_POINT_ENV.items():
+        value = getattr(point, field)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = repr(value)
     if api_key:
         os.environ[service_app.API_KEY_ENV] = api_key
     uvicorn.run(

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from simclr_ad.errors import UserError
+from simclr_ad.models import backbone
 from simclr_ad.models.backbone import create_backbone
 from simclr_ad.models.head import ProjectionHead
 from simclr_ad.models.simclr import ModelSpec, build_model
@@ -55,8 +56,24 @@ def test_imagenet_offline_names_alternatives(monkeypatch) -> None:
             raise OSError("Network is unreachable")
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(UserError, match=r"--weights none .*--weights PATH"):
+    with pytest.raises(UserError, match=r"--weights PATH\.safetensors .*--weights none"):
         create_backbone("resnet18", "imagenet")
+
+
+def test_imagenet_without_hub_or_cache_says_how_to_pass_a_file(monkeypatch, tmp_path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(backbone, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    offline_before = constants.HF_HUB_OFFLINE
+    with pytest.raises(UserError) as info:
+        create_backbone("resnet18", "imagenet")
+    assert str(info.value) == (
+        "cannot get ImageNet weights for resnet18 (the model hub is unreachable and they are not "
+        "in the local cache); give a local file with timm's key names instead, "
+        "--weights PATH.safetensors (or a torch state dict), or --weights none for random init"
+    )
+    assert offline_before == constants.HF_HUB_OFFLINE  # the offline switch does not leak
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])

@@ -41,7 +41,9 @@ def test_per_category_table_counts_false_alarms_and_escapes_names() -> None:
     table = per_category_table(_metrics(), rows)
     assert table.count("<tr>") == 2  # header + one category
     assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in table and NAME not in table
-    assert "250 (1 of 4)" in table and "0.900 [0.800, 1.000]" in table
+    assert "250 (1 of 4)" in table
+    assert "0.900 [0.800, 1.000] from 4 good and 2 defective parts: few, read the interval" in table
+    assert table.startswith('<div class="scroll">')  # scrolls in its box on a phone
 
 
 def test_method_and_run_tables_escape_and_mark_the_primary() -> None:
