@@ -9,8 +9,10 @@ Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -348,11 +350,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing
     try:
         with log_above_bars():
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, not at exit
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if exc.errno == errno.EPIPE:  # the reader of stdout left (`| head`): stop quietly
+            _silence_stdout()
+            return 1
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f" while writing {exc.filename}" if exc.filename else ""
@@ -361,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no descriptor (captured)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _refuse_non_empty(folder: Path) -> None:

@@ -1,6 +1,8 @@
 """``simclr-ad config``: the configuration ``train`` would run with, as YAML ``--config`` reads
 back; ``--config`` by the name of a shipped file."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,14 @@ def test_bad_input_is_one_line_and_exit_code_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and message in captured.err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`simclr-ad ... | head`: the pipe closes before the output is written."""
+    command = [sys.executable, "-m", "simclr_ad", "config"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the child has imported anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
