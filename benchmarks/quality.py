@@ -150,7 +150,7 @@ def screw_ablation_suite() -> list[tuple[str, dict[str, Any]]]:
 
 def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
     """The training objectives of issue 7 against no training, same backbone and detector: the
-    chosen detector (efficientnet_lite0, 512 px, max rule; ``configs/pretrained-512.yaml``), 3
+    chosen detector (efficientnet_lite0, 512 px, max rule; ``--config pretrained-512``), 3
     epochs each. (Up to commit a3f6eb7 this suite ran at 256 px, top 1%, cutpaste 12 epochs.)"""
     base = {"categories": ["screw"], "image_size": 512, "score_rule": "max", **EFF}
     tuned = {**base, "batch_size": 32, "lr": 1e-4, "epochs": 3}

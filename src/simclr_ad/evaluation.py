@@ -458,7 +458,7 @@ def format_tables(metrics: dict[str, Any]) -> str:
     ]
     header = f"{'category':<14}{'AUROC':>7}{'95% CI':>15}{'vsVal†':>8}{'pixAUROC':>10}"
     header += f"{'AUPRO':>7}{'F1':>7}"
-    header += f"{'prec':>7}{'recall':>7}{'acc':>7}{'trivF1':>8}{'F1max*':>8}"
+    header += f"{'prec':>7}{'recall':>7}{'acc':>7}{'trivF1':>8}{'TPR1%‡':>8}{'F1max*':>8}"
     lines += [header, "-" * len(header)]
     for category, m in metrics["scorers"][primary]["categories"].items():
         image, pixel = m["image"], m["pixel"]
@@ -469,11 +469,12 @@ def format_tables(metrics: dict[str, Any]) -> str:
             f"{_fmt(image.get('auroc_vs_val_good')):>8}{_fmt(pixel['auroc']):>10}"
             f"{_fmt(pixel['aupro']):>7}{_fmt(image['f1']):>7}{_fmt(image['precision']):>7}"
             f"{_fmt(image['recall']):>7}{_fmt(image['accuracy']):>7}{_fmt(image['trivial_f1']):>8}"
-            f"{_fmt(image['f1_max']):>8}"
+            f"{_fmt((image['tpr_at_fpr'] or {}).get('0.01')):>8}{_fmt(image['f1_max']):>8}"
         )
     lines += [
         "† vsVal: AUROC of the test defects against the held-out good training images (the",
         "  control free of any shift between training and test good parts)",
+        "‡ TPR1%: recall at the test's own 1% false-alarm point (the ranking's low end)",
         "* F1max: best F1 over thresholds fitted on the test set (an upper bound, not deployable)",
         "",
     ]

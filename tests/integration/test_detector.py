@@ -119,6 +119,7 @@ def test_evaluate_writes_metrics_and_scores(
         assert "14 leave-one-out good scores" in calibration["promise"]
         row = next(line.split() for line in printed.splitlines() if line.startswith(category))
         assert row[3] == f"{image['auroc_vs_val_good']:.3f}"  # the table's control column
+        assert row[11] == f"{image['tpr_at_fpr']['0.01']:.3f}"  # recall at 1% beside F1
         assert set(image["tpr_at_fpr"]) == {"0.01", "0.05"}
         assert entry["pixel"]["auroc"] is not None and entry["pixel"]["aupro"] is not None
         assert entry["counts"] == {

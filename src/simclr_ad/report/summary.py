@@ -47,6 +47,7 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
         "precision",
         "recall",
         "trivial F1",
+        "recall at 1% false alarms (test)",
         "false alarms / 1,000 good",
         "test good / defective",
         "threshold set by",
@@ -72,6 +73,7 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
                 _num(image["precision"]),
                 _num(image["recall"]),
                 _num(image["trivial_f1"]),
+                _num((image.get("tpr_at_fpr") or {}).get("0.01")),
                 rate,
                 f"{image['n_good']} / {image['n_defect']}",
                 _calibration(image.get("calibration")),
@@ -81,7 +83,9 @@ def per_category_table(metrics: Mapping[str, Any], rows: Mapping[str, CategoryRo
         '<p class="note">F1, precision, recall and false alarms at the threshold calibrated on '
         f"good training images only ({html.escape(primary)} scorer): cross-fitted scores "
         "(each image scored by a detector fitted without it) or a held-out split; never the "
-        "test set. Trivial F1: flag every part. "
+        "test set. Trivial F1: flag every part. Recall at 1% false alarms: the share of defects "
+        "above the test's own 1%-false-alarm point, the ranking's low-false-alarm end (not a "
+        "deployable threshold). "
         "With few good test parts a false-alarm rate is coarse: see the counts.</p>"
     )
     return _table("per-category", header, body) + note
@@ -93,6 +97,8 @@ def _calibration(calibration: Mapping[str, Any] | None) -> str:
         return "–"
     source = calibration.get("source", "held-out")
     folds = f", {calibration['folds']} folds" if calibration.get("folds") else ""
+    if calibration.get("folds", 0) >= calibration["n"]:
+        source, folds = "leave-one-out", ""
     rule = calibration["method"]
     return f"{rule}, {calibration['n']} {source} good{folds}, target {calibration['target_fpr']:g}"
 

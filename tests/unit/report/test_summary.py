@@ -16,6 +16,7 @@ def _metrics() -> dict:
         "precision": 0.5,
         "recall": 0.5,
         "trivial_f1": 0.4,
+        "tpr_at_fpr": {"0.01": 0.125, "0.05": 0.75},
         "threshold": 0.5,
         "n_good": 4,
         "n_defect": 2,
@@ -42,6 +43,7 @@ def test_per_category_table_counts_false_alarms_and_escapes_names() -> None:
     assert table.count("<tr>") == 2  # header + one category
     assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in table and NAME not in table
     assert "250 (1 of 4)" in table
+    assert "<td>0.400</td><td>0.125</td><td>250 (1 of 4)</td>" in table  # recall at 1% by F1
     assert "0.900 [0.800, 1.000] from 4 good and 2 defective parts: few, read the interval" in table
     assert table.startswith('<div class="scroll">')  # scrolls in its box on a phone
 
@@ -50,3 +52,15 @@ def test_method_and_run_tables_escape_and_mark_the_primary() -> None:
     assert '<tr class="primary"><td>patch (primary)</td>' in method_table(_metrics())
     run = run_table(_metrics())
     assert "&lt;script&gt;" in run and "<script>" not in run and "torch 2" in run
+
+
+def test_calibration_column_says_leave_one_out() -> None:
+    from simclr_ad.report.summary import _calibration
+
+    loo = {"method": "conformal", "n": 120, "source": "cross-fitted", "folds": 120}
+    assert (
+        _calibration({**loo, "target_fpr": 0.01})
+        == "conformal, 120 leave-one-out good, target 0.01"
+    )
+    folds = {**loo, "folds": 5, "target_fpr": 0.01}
+    assert _calibration(folds) == "conformal, 120 cross-fitted good, 5 folds, target 0.01"
