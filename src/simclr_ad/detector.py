@@ -1,5 +1,5 @@
 """The detector: an embedder plus fitted scorers for each category (or one pooled set),
-with thresholds calibrated on held-out good images.
+with thresholds calibrated on good training images (out-of-fold scores, or a held-out split).
 
 Scorer names: ``patch`` (PatchCore-style memory bank, gives anomaly maps) and
 ``<kind>_<feature>`` for the global scorers, kind ``knn | mahalanobis | cosine`` on feature

@@ -2,7 +2,7 @@
 the inspection report (``report.html``, from ``metrics.json``, ``scores.csv`` and the compact
 ``report_data/`` stored here, so ``simclr-ad report`` can rebuild it without the model).
 
-Thresholds come from the bundle (calibrated on held-out good images at training time); the test
+Thresholds come from the bundle (calibrated on good training images at training time); the test
 set is only scored here, never used to choose anything. ``f1_max`` is the one test-fitted number
 and is labelled as such.
 """
@@ -454,7 +454,7 @@ def format_tables(metrics: dict[str, Any]) -> str:
     """The write-up's two tables (per-category performance, method comparison), AUROC added."""
     primary = metrics["primary"]
     lines = [
-        f"Per-category performance ({primary} scorer, threshold calibrated on held-out good images)"
+        f"Per-category performance ({primary} scorer, threshold from good training images only)"
     ]
     header = f"{'category':<14}{'AUROC':>7}{'95% CI':>15}{'vsVal†':>8}{'pixAUROC':>10}"
     header += f"{'AUPRO':>7}{'F1':>7}"
@@ -472,8 +472,8 @@ def format_tables(metrics: dict[str, Any]) -> str:
             f"{_fmt((image['tpr_at_fpr'] or {}).get('0.01')):>8}{_fmt(image['f1_max']):>8}"
         )
     lines += [
-        "† vsVal: AUROC of the test defects against the held-out good training images (the",
-        "  control free of any shift between training and test good parts)",
+        "† vsVal: AUROC of the test defects against the good training images' calibration scores",
+        "  (cross-fitted or held out: the control free of any shift between training and test)",
         "‡ TPR1%: recall at the test's own 1% false-alarm point (the ranking's low end)",
         "* F1max: best F1 over thresholds fitted on the test set (an upper bound, not deployable)",
         "",

@@ -43,7 +43,7 @@ class ImageMetrics:
     """Image-level detection quality on one test set.
 
     ``f1``, ``precision``, ``recall`` and ``accuracy`` flag a part as defective when
-    ``score >= threshold`` (a threshold calibrated on held-out good images). ``f1_max`` is the
+    ``score >= threshold`` (a threshold calibrated on good images only). ``f1_max`` is the
     best F1 over every threshold, i.e. a threshold fitted on this test set: an optimistic bound,
     not an operating point. ``trivial_f1`` is the F1 of flagging every part, ``2p / (1 + p)``
     with ``p`` the share of defective parts: the floor any F1 should be compared with.
