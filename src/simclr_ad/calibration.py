@@ -105,9 +105,7 @@ class Calibration:
             "gaussian-tail": "Student-t prediction bound",
             "single-score": "1.5 × the only score (no guarantee)",
         }[self.method]
-        source = "held-out"
-        if self.source == "cross-fitted":
-            source = "leave-one-out" if self.folds >= self.n else f"{self.folds}-fold cross-fitted"
+        source = scores_kind(self.source, self.folds, self.n)
         return (
             f"{rule} of {self.n} {source} good scores, target false-alarm rate {self.target_fpr:g}"
         )
@@ -147,6 +145,14 @@ def conformal_rank(n: int, target_fpr: float) -> int:
     Larger than ``n`` when there are too few scores for the conformal rule.
     """
     return math.ceil((n + 1) * (1 - target_fpr) - 1e-9)  # tolerance: 100 * 0.99 is not 99
+
+
+def scores_kind(source: str, folds: int, n: int) -> str:
+    """Where n calibration scores came from, in words: ``held-out``, ``K-fold cross-fitted``, or
+    ``leave-one-out`` (K folds of one image each: K >= n)."""
+    if source != "cross-fitted":
+        return "held-out"
+    return "leave-one-out" if folds >= n else f"{folds}-fold cross-fitted"
 
 
 def calibrate_threshold(
@@ -227,17 +233,18 @@ def _gaussian_tail_bound(scores: NDArray[np.float64], target_fpr: float) -> floa
     return float(max(bound, scores.max()))
 
 
-def normalize_scores(scores: ArrayLike, calibration: Calibration) -> NDArray[np.float64]:
-    """Scores divided by the threshold, so 1.0 is the decision boundary (same shape).
+def normalize_scores(scores: ArrayLike, threshold: float) -> NDArray[np.float64]:
+    """Scores divided by the threshold (a calibration's, or one set at prediction time), so 1.0
+    is the decision boundary (same shape).
 
     Meant for non-negative scores (distances) and a positive threshold.
 
     Raises:
         ValueError: the threshold is not positive.
     """
-    if not calibration.threshold > 0:
+    if not threshold > 0:
         raise ValueError(
-            f"cannot normalise by a threshold <= 0 (got {calibration.threshold}); "
+            f"cannot normalise by a threshold <= 0 (got {threshold}); "
             "scores must be non-negative distances"
         )
-    return np.asarray(scores, dtype=np.float64) / calibration.threshold
+    return np.asarray(scores, dtype=np.float64) / threshold

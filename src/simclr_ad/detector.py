@@ -223,6 +223,10 @@ class GoodFeatures(NamedTuple):
     maps: Tensor | None  # R×P×h×w float16
     mapped: Tensor  # R image rows
 
+    def of(self, scorer: str) -> Tensor:
+        """The features global scorer ``scorer`` (``<kind>_<h|z>``) is fitted on."""
+        return self.h if _split_name(scorer)[1] == "h" else self.z
+
 
 MIN_CROSSFIT_IMAGES = 3
 MAX_CALIBRATION_IMAGES = 500  # cross-fitted scores: enough for a conformal 1% (>= 99)
@@ -321,8 +325,7 @@ def fit_scorers(
         for name in settings.scorers:
             if name == "patch":
                 continue
-            feature = features.h if _split_name(name)[1] == "h" else features.z
-            global_scorers[name] = _new_global(name, settings).fit(feature[rows])
+            global_scorers[name] = _new_global(name, settings).fit(features.of(name)[rows])
             bar.update()
         patch = None
         if features.candidates.numel():
@@ -372,9 +375,8 @@ def cross_fitted_scores(
 
     The patch scorer leaves one image out: the final bank less that image's own patches, so an
     image meets a bank built from all the others, as a new part meets the final bank (K folds
-    would leave holes where a fifth of the images' patches were, and score good images higher
-    than new parts). The global scorers are refitted on K - 1 of K = ``calibration_folds``
-    folds."""
+    would leave holes where a fifth of the images' patches were). The global scorers are
+    refitted on K - 1 of K = ``calibration_folds`` folds."""
     n = features.h.shape[0]
     fold = fold_of(n, settings.calibration_folds, settings.seed)
     scores = {name: torch.empty(len(features.mapped)) for name in settings.scorers}
@@ -384,9 +386,8 @@ def cross_fitted_scores(
             continue
         rows = features.mapped[here]
         for name in fitted.global_scorers:
-            feature = features.h if _split_name(name)[1] == "h" else features.z
-            scorer = _new_global(name, settings).fit(feature[fold != f])
-            scores[name][here] = scorer.score(feature[rows])
+            scorer = _new_global(name, settings).fit(features.of(name)[fold != f])
+            scores[name][here] = scorer.score(features.of(name)[rows])
     patch = fitted.patch
     if patch is not None and features.maps is not None:
         with progress_bar(

@@ -128,7 +128,9 @@ def check_outputs(out: Path | None, heatmaps: Path | None, *, overwrite: bool) -
             raise UserError(f"--heatmaps {heatmaps} is not empty; choose another or --overwrite")
 
 
-def _decode(item: ImageFile, size: tuple[int, int], max_pixels: int) -> np.ndarray | str:
+def decode_or_reason(
+    item: ImageFile, size: tuple[int, int], max_pixels: int = MAX_PIXELS
+) -> np.ndarray | str:
     """H×W×3 uint8 pixels, or the reason the file cannot be read."""
     try:
         return read_rgb(item.path, size, max_pixels=max_pixels)
@@ -145,7 +147,7 @@ def _batches(
 ) -> Iterator[list[tuple[ImageFile, np.ndarray | str]]]:
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        decoded = pool.map(lambda f: _decode(f, size, max_pixels), chunk)
+        decoded = pool.map(lambda f: decode_or_reason(f, size, max_pixels), chunk)
         yield list(zip(chunk, decoded, strict=True))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simclr_ad.calibration import Calibration, calibrate_threshold
+from simclr_ad.calibration import Calibration, calibrate_threshold, normalize_scores
 from simclr_ad.data.augment import normalize
 from simclr_ad.errors import UserError, require_extra
 from simclr_ad.pipeline import LoadedDetector, load_detector
@@ -149,7 +149,7 @@ def decide(
 def _predictions(
     category: str, decision: Decision, scores: np.ndarray, maps: np.ndarray | None
 ) -> list[Prediction]:
-    normalized = np.asarray(scores, dtype=np.float64) / decision.threshold
+    normalized = normalize_scores(scores, decision.threshold)
     verdicts = np.asarray(scores, dtype=np.float64) >= decision.threshold
     return [
         Prediction(

@@ -29,11 +29,11 @@ from torch import Tensor
 
 from simclr_ad.bundle import METADATA_FILE
 from simclr_ad.calibration import Calibration, calibrate_threshold
-from simclr_ad.data.images import UnreadableImageError, display_path, read_rgb
+from simclr_ad.data.images import display_path
 from simclr_ad.errors import UserError
 from simclr_ad.outputs import check_output_folder
 from simclr_ad.pipeline import LoadedDetector, load_detector, save_detector
-from simclr_ad.predict import collect_images
+from simclr_ad.predict import collect_images, decode_or_reason
 from simclr_ad.predictor import bundle_folder, resolve_category
 from simclr_ad.progress import progress_bar
 
@@ -95,9 +95,10 @@ def read_good_images(folder: Path, shape: tuple[int, int]) -> tuple[list[Path], 
     """
     if not folder.is_dir():
         raise UserError(f"--data {display_path(folder)} is not a folder of good images")
-    paths = [item.path for item in collect_images([folder])]
+    items = collect_images([folder])
+    paths = [item.path for item in items]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        decoded = list(pool.map(lambda p: _decode(p, shape), paths))
+        decoded = list(pool.map(lambda item: decode_or_reason(item, shape), items))
     failed = [(p, d) for p, d in zip(paths, decoded, strict=True) if isinstance(d, str)]
     if failed:
         path, reason = failed[0]
@@ -125,13 +126,6 @@ def check_not_fitted(loaded: LoadedDetector, category: str, paths: list[Path]) -
             f"{display_path(fitted)}): the detector was fitted on it; calibrate on good images "
             "it has not seen"
         )
-
-
-def _decode(path: Path, shape: tuple[int, int]) -> np.ndarray | str:
-    try:
-        return read_rgb(path, shape)
-    except UnreadableImageError as exc:
-        return exc.reason
 
 
 def score_good_images(

@@ -24,7 +24,7 @@ def test_zero_spread_calibration_gets_a_positive_floor_and_a_warning(
     assert "raised to the floor" in caplog.text
     if n > 1:
         assert "good scores are all equal" in caplog.text
-    normalized = normalize_scores([0.0, 0.5], calibration)  # raised ValueError before
+    normalized = normalize_scores([0.0, 0.5], calibration.threshold)  # raised ValueError before
     assert normalized[0] == 0.0 and normalized[1] > 1.0
     assert calibration.is_anomalous([0.0, 0.5]).tolist() == [False, True]
 

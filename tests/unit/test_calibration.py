@@ -92,7 +92,7 @@ def test_rejects_bad_input(scores: list[float], alpha: float, message: str) -> N
 def test_normalisation_puts_the_threshold_at_one() -> None:
     calibration = calibrate_threshold(np.random.default_rng(4).uniform(1, 2, size=20))
     scores = np.array([[0.0, calibration.threshold], [2 * calibration.threshold, 1.0]])
-    normalised = normalize_scores(scores, calibration)
+    normalised = normalize_scores(scores, calibration.threshold)
     assert normalised.shape == (2, 2)
     assert normalised[0, 1] == pytest.approx(1.0)
     assert normalised[1, 0] == pytest.approx(2.0)
@@ -102,7 +102,7 @@ def test_normalisation_puts_the_threshold_at_one() -> None:
 def test_normalisation_needs_a_positive_threshold() -> None:
     zero = Calibration(0.0, "gaussian-tail", n=2, target_fpr=0.01, mean=0.0, std=0.0, max_score=0.0)
     with pytest.raises(ValueError, match="threshold"):  # calibrate_threshold floors it (> 0)
-        normalize_scores([1.0], zero)
+        normalize_scores([1.0], zero.threshold)
 
 
 def test_dict_round_trip() -> None:

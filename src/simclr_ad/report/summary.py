@@ -6,6 +6,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from simclr_ad.calibration import scores_kind
 from simclr_ad.report.data import CategoryRows
 from simclr_ad.report.verdict import false_alarms, parts_note
 
@@ -95,12 +96,11 @@ def _calibration(calibration: Mapping[str, Any] | None) -> str:
     """The rule and the number of good scores behind a threshold, in a few words."""
     if not calibration:
         return "–"
-    source = calibration.get("source", "held-out")
-    folds = f", {calibration['folds']} folds" if calibration.get("folds") else ""
-    if calibration.get("folds", 0) >= calibration["n"]:
-        source, folds = "leave-one-out", ""
+    source = scores_kind(
+        calibration.get("source", "held-out"), calibration.get("folds", 0), calibration["n"]
+    )
     rule = calibration["method"]
-    return f"{rule}, {calibration['n']} {source} good{folds}, target {calibration['target_fpr']:g}"
+    return f"{rule}, {calibration['n']} {source} good, target {calibration['target_fpr']:g}"
 
 
 def method_table(metrics: Mapping[str, Any]) -> str:

@@ -63,4 +63,4 @@ def test_calibration_column_says_leave_one_out() -> None:
         == "conformal, 120 leave-one-out good, target 0.01"
     )
     folds = {**loo, "folds": 5, "target_fpr": 0.01}
-    assert _calibration(folds) == "conformal, 120 cross-fitted good, 5 folds, target 0.01"
+    assert _calibration(folds) == "conformal, 120 5-fold cross-fitted good, target 0.01"
