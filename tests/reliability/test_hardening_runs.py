@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import simclr_ad.evaluation as evaluation
+import simclr_ad.evaluation.outputs as evaluation_outputs
 from simclr_ad.cli import main
 from simclr_ad.errors import UserError
 from tests.conftest import TINY_TRAIN
@@ -94,7 +94,7 @@ def test_failed_evaluate_overwrite_keeps_the_old_evaluation(
     def failing_save(*_args: object, **_kwargs: object) -> None:
         raise UserError("cannot write the report data (as a corrupt mask would)")
 
-    monkeypatch.setattr(evaluation, "save_category", failing_save)  # after metrics.json
+    monkeypatch.setattr(evaluation_outputs, "save_category", failing_save)  # after metrics.json
     assert main([*argv, "--overwrite"]) == 2
     assert "cannot write the report data" in capsys.readouterr().err
     assert _snapshot(out) == before
