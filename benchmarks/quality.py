@@ -24,7 +24,7 @@ project's own ``train`` and ``evaluate`` pipeline; thresholds are calibrated on 
 training images, never on the test set. Prints a Markdown table (for BENCHMARKS.md) and writes
 ``results-<suite>.json`` under ``--out``.
 
-Settings are chosen without the test set (issue 7's protocol): on screw, the *selection* AUROC
+Settings are chosen without the test set (the selection protocol): on screw, the *selection* AUROC
 ranks the defects of three types (the first three alphabetically, fixed before any run:
 ``SELECTION_TYPES``) against the held-out good training images (``val_scores.csv``); the test's
 good parts and the other two types (the *confirmation* AUROC) are only reported. ``vs_val_good``
@@ -151,7 +151,7 @@ def screw_ablation_suite() -> list[tuple[str, dict[str, Any]]]:
 def screw_ssl_suite() -> list[tuple[str, dict[str, Any]]]:
     """The training objectives of issue 7 against no training, same backbone and detector: the
     chosen detector (efficientnet_lite0, 512 px, max rule; ``--config pretrained-512``), 3
-    epochs each. (Up to commit a3f6eb7 this suite ran at 256 px, top 1%, cutpaste 12 epochs.)"""
+    epochs each."""
     base = {"categories": ["screw"], "image_size": 512, "score_rule": "max", **EFF}
     tuned = {**base, "batch_size": 32, "lr": 1e-4, "epochs": 3}
     return [

@@ -101,8 +101,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     """The autocast dtype of the forward pass, or None for float32.
 
     CUDA: bf16 where supported, else fp16 (with a gradient scaler). CPU: bf16 where the
-    hardware has it; resnet18 SimCLR on 2 cores, 41.3 -> 66.7 images/s at 128 px and
-    13.2 -> 27.2 at 224 px (BENCHMARKS.md).
+    hardware has it, where it trains faster than float32 (BENCHMARKS.md, "Speed").
     """
     if not enabled:
         return None
