@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from simclr_ad.data.images import UnreadableImageError, read_mask
-from simclr_ad.data.mvtec import Sample, load_category
+from simclr_ad.data.mvtec import CategorySplit, Sample, load_category
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection
 from simclr_ad.errors import UserError
@@ -85,18 +85,7 @@ def score_category(
         decoded.pixels, category, device=device, maps=True, progress=f"{category}: scoring"
     )
     seconds = time.perf_counter() - started
-    val_scores, val_samples = _good_scores(loaded, root, category)
-    if split.val:  # the lighting-shift-free control: held-out good images of the training set
-        val = decode_images(split.val, size)
-        if val.samples:
-            detected = loaded.detector.detect(
-                val.pixels,
-                category,
-                device=device,
-                maps=False,
-                progress=f"{category}: scoring held-out good",
-            )
-            val_scores, val_samples = detected.scores, val.samples
+    val_scores, val_samples = _good_scores(loaded, root, split, device)
     counts = ImageCounts(
         train_good=len(split.train),
         val_good=len(split.val),
@@ -119,16 +108,28 @@ def score_category(
 
 
 def _good_scores(
-    loaded: LoadedDetector, root: Path, category: str
+    loaded: LoadedDetector, root: Path, split: CategorySplit, device: torch.device
 ) -> tuple[dict[str, torch.Tensor] | None, tuple[Sample, ...]]:
-    """The cross-fitted good scores that set the thresholds, with their images, from the bundle
-    (None where the thresholds came from a held-out split, which is scored instead)."""
+    """The good training scores that set the thresholds, with their images: the held-out split
+    scored now where there is one, else the cross-fitted scores stored in the bundle (None for
+    neither). They are the control free of any shift between training and test good parts."""
+    category = split.category
+    if split.val:
+        val = decode_images(split.val, loaded.detector.input_shape(category))
+        if val.samples:
+            detected = loaded.detector.detect(
+                val.pixels,
+                category,
+                device=device,
+                maps=False,
+                progress=f"{category}: scoring held-out good",
+            )
+            return detected.scores, val.samples
     files = loaded.metadata["training"].get("calibration_files", {}).get(category)
     scores = loaded.detector.scorer_set(category).good_scores
     if not files or not scores:
         return None, ()
-    samples = tuple(Sample(root / name, category, "good", 0) for name in files)
-    return dict(scores), samples
+    return dict(scores), tuple(Sample(root / name, category, "good", 0) for name in files)
 
 
 def _read_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
