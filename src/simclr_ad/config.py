@@ -179,7 +179,11 @@ def _validate(cfg: TrainConfig) -> None:
             bool(cfg.scorers) and set(cfg.scorers) <= set(SCORER_NAMES),
             f"a non-empty list of {', '.join(SCORER_NAMES)}, or {ALL_SCORERS}",
         ),
-        ("primary", cfg.primary in cfg.scorers, f"one of the scorers ({', '.join(cfg.scorers)})"),
+        (
+            "primary",
+            cfg.primary in cfg.scorers,
+            f"one of the scorers ({', '.join(cfg.scorers)}); add it to scorers, or scorers: all",
+        ),
         ("target_fpr", 0.0 < cfg.target_fpr < 0.5, "a false-alarm rate in (0, 0.5)"),
         ("calibration", cfg.calibration in CALIBRATIONS, f"one of {', '.join(CALIBRATIONS)}"),
         ("calibration_folds", cfg.calibration_folds >= 2, "an integer >= 2"),
