@@ -251,7 +251,7 @@ def collect_features(
     h, z, candidates, owners, maps = [], [], [], [], []
     per_image = None
     generator = torch.Generator().manual_seed(settings.seed)
-    wants_patches = "patch" in settings.scorers
+    wants_patches = any(SCORERS[name].feature == "patches" for name in settings.scorers)
     step = 4 // settings.bank_rotations
     turns = range(0, 4, step) if wants_patches else range(1)  # quarter turns
     keep = torch.zeros(n, dtype=torch.bool)
@@ -320,8 +320,8 @@ def fit_scorers(
     ) as bar:
         global_scorers: dict[str, GlobalScorer] = {}
         for name in settings.scorers:
-            if name == "patch":
-                continue
+            if SCORERS[name].feature == "patches":
+                continue  # the patch scorer: below, from the patch candidates
             global_scorers[name] = _new_global(name, settings).fit(features.of(name)[rows])
             bar.update()
         patch = None
