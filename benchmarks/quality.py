@@ -372,6 +372,8 @@ def run_config(
     slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])[:40]
     run = work / slug
     shutil.rmtree(run, ignore_errors=True)
+    # every registered scorer, as before patch-only became the default: all_scorers_auroc
+    values = {"scorers": "all", **values}
     config = build_config(values, data=str(data), out=str(run / "run"), device=device)
     started = time.perf_counter()
     result = train(config, overwrite=True)

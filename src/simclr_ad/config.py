@@ -19,18 +19,19 @@ from typing import Any
 import yaml
 
 from simclr_ad.errors import UserError
+from simclr_ad.scoring.registry import (
+    ALL_SCORERS,
+    COVARIANCES,
+    DEFAULT_SCORE_RULE,
+    DEFAULT_SCORERS,
+    SCORE_RULES,
+    SCORERS,
+)
 
 AUGMENT_PRESETS = ("seed", "default")
 OBJECTIVES = ("simclr", "msc", "cutpaste")  # built by pipeline.build_objective (objectives.py)
-GLOBAL_SCORER_KINDS = (
-    "knn",
-    "mahalanobis",
-    "cosine",
-)  # the registry in scoring/ (checked by a test)
-SCORER_NAMES = ("patch", *(f"{k}_{f}" for k in GLOBAL_SCORER_KINDS for f in ("h", "z")))
-SCORE_RULES = ("max", "topk_mean")
+SCORER_NAMES = tuple(SCORERS)  # scoring.registry, the one list of scorers
 BANK_ROTATIONS = (1, 2, 4)  # quarter turns that keep a square image exact
-COVARIANCES = ("ledoit_wolf", "pinv")
 PHOTOMETRIC_MODES = ("none", "gain", "standardize")
 CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
 ASPECTS = ("auto", "square")  # data.shape.choose_shape
@@ -83,7 +84,7 @@ class TrainConfig:
     amp: bool = True  # CUDA, and CPUs with native bf16 (AVX512-BF16/AMX)
     compile: bool = False
     # detector: fitted on train good images after training, calibrated on the validation split
-    scorers: tuple[str, ...] = SCORER_NAMES
+    scorers: tuple[str, ...] = DEFAULT_SCORERS  # "all": every registered one (the write-up's)
     primary: str = "patch"
     pooled: bool = False  # one scorer and threshold over all categories (the write-up's setting)
     target_fpr: float = 0.01
@@ -97,7 +98,7 @@ class TrainConfig:
     bank_rotations: int = 1  # 1, 2 or 4: the patch bank also sees the images turned by 180 / 90°
     patch_k: int = 1  # patch score: mean distance to the k nearest bank patches
     map_sigma: float = 4.0
-    score_rule: str = "topk_mean"  # mean of the top 1% of the map; "max" is PatchCore's
+    score_rule: str = DEFAULT_SCORE_RULE  # topk_mean: top 1% of the map; "max" is PatchCore's
     topk_fraction: float = 0.01  # the share of map pixels averaged by "topk_mean"
     photometric: str = "gain"  # per-image brightness correction: none | gain | standardize
     eval_batch_size: int = 32
@@ -176,9 +177,13 @@ def _validate(cfg: TrainConfig) -> None:
         (
             "scorers",
             bool(cfg.scorers) and set(cfg.scorers) <= set(SCORER_NAMES),
-            f"a non-empty list of {', '.join(SCORER_NAMES)}",
+            f"a non-empty list of {', '.join(SCORER_NAMES)}, or {ALL_SCORERS}",
         ),
-        ("primary", cfg.primary in cfg.scorers, f"one of the scorers ({', '.join(cfg.scorers)})"),
+        (
+            "primary",
+            cfg.primary in cfg.scorers,
+            f"one of the scorers ({', '.join(cfg.scorers)}); add it to scorers, or scorers: all",
+        ),
         ("target_fpr", 0.0 < cfg.target_fpr < 0.5, "a false-alarm rate in (0, 0.5)"),
         ("calibration", cfg.calibration in CALIBRATIONS, f"one of {', '.join(CALIBRATIONS)}"),
         ("calibration_folds", cfg.calibration_folds >= 2, "an integer >= 2"),
@@ -223,7 +228,8 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
         element = _TUPLE_ELEMENTS.get(key) or (type(default[0]) if default else str)
         if element is not str:  # "1,2" from a flag
             value = [_number(key, v, element) if isinstance(v, str) else v for v in value]
-        return tuple(_coerce_scalar(key, v, element) for v in value)
+        values = tuple(_coerce_scalar(key, v, element) for v in value)
+        return tuple(SCORERS) if key == "scorers" and values == (ALL_SCORERS,) else values
     return _coerce_scalar(key, value, type(default))
 
 

@@ -1,9 +1,10 @@
 """The detector: an embedder plus fitted scorers for each category (or one pooled set),
 with thresholds calibrated on good training images (out-of-fold scores, or a held-out split).
 
-Scorer names: ``patch`` (PatchCore-style memory bank, gives anomaly maps) and
-``<kind>_<feature>`` for the global scorers, kind ``knn | mahalanobis | cosine`` on feature
-``h`` (pooled encoder output) or ``z`` (projection, what the write-up scored).
+Scorer names are those of ``scoring.registry.SCORERS``: ``patch`` (PatchCore-style memory
+bank, gives anomaly maps) and ``<kind>_<feature>`` for the global scorers, kind ``knn |
+mahalanobis | cosine`` on feature ``h`` (pooled encoder output) or ``z`` (projection, what the
+write-up scored); the registry says which feature each one reads and which settings build it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from simclr_ad.calibration import Calibration, calibrate_threshold
 from simclr_ad.embeddings import Embedder, Photometric, flatten_patches, iter_embeddings
 from simclr_ad.models.simclr import SimCLRModel
 from simclr_ad.progress import progress_bar
-from simclr_ad.scoring import GLOBAL_SCORERS, GlobalScorer, PatchScorer, create_global_scorer
+from simclr_ad.scoring.base import GlobalScorer
+from simclr_ad.scoring.factory import create_scorer, scorer_class
+from simclr_ad.scoring.patch import PatchScorer
+from simclr_ad.scoring.registry import DEFAULT_SCORE_RULE, DEFAULT_SCORERS, SCORERS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class DetectorSettings:
     """What the detector is made of; stored in ``model.json`` to rebuild it."""
 
     image_size: int
-    scorers: tuple[str, ...] = ("patch",)
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
     primary: str = "patch"
     pooled: bool = False
     target_fpr: float = 0.01
@@ -46,7 +50,7 @@ class DetectorSettings:
     bank_rotations: int = 1
     patch_k: int = 1
     map_sigma: float = 4.0
-    score_rule: str = "topk_mean"
+    score_rule: str = DEFAULT_SCORE_RULE
     topk_fraction: float = 0.01
     photometric: str = "gain"
     batch_size: int = 32
@@ -93,11 +97,6 @@ class ScorerSet:
     shape: tuple[int, int] | None = None
     good_scores: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     good_rows: Tensor | None = None
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    kind, _, feature = name.rpartition("_")
-    return kind, feature
 
 
 class Detector:
@@ -172,7 +171,7 @@ class Detector:
             for emb in batches:
                 all_h.append(emb.h)
                 for name, scorer in scorer_set.global_scorers.items():
-                    scores[name].append(scorer.score(emb.h if name.endswith("_h") else emb.z))
+                    scores[name].append(scorer.score(getattr(emb, SCORERS[name].feature)))
                 if scorer_set.patch is not None and emb.patches is not None:
                     prediction = scorer_set.patch.predict(emb.patches, shape)
                     scores["patch"].append(prediction.scores)
@@ -199,13 +198,11 @@ class Detector:
 
 
 def _new_global(name: str, settings: DetectorSettings) -> GlobalScorer:
-    kind, _ = _split_name(name)
-    params: dict[str, Any] = {}
-    if kind == "knn":
-        params["k"] = settings.knn_k
-    elif kind == "mahalanobis":
-        params["covariance"] = settings.mahalanobis_covariance
-    return create_global_scorer(kind, **params)
+    """A new global scorer ``name`` with its hyper-parameters from ``settings``."""
+    scorer = create_scorer(name, **SCORERS[name].params(settings))
+    if not isinstance(scorer, GlobalScorer):
+        raise ValueError(f"{name!r} is not a global scorer")
+    return scorer
 
 
 class GoodFeatures(NamedTuple):
@@ -224,8 +221,8 @@ class GoodFeatures(NamedTuple):
     mapped: Tensor  # R image rows
 
     def of(self, scorer: str) -> Tensor:
-        """The features global scorer ``scorer`` (``<kind>_<h|z>``) is fitted on."""
-        return self.h if _split_name(scorer)[1] == "h" else self.z
+        """The features global scorer ``scorer`` is fitted on (its registered ``h`` or ``z``)."""
+        return getattr(self, SCORERS[scorer].feature)
 
 
 MIN_CROSSFIT_IMAGES = 3
@@ -254,7 +251,7 @@ def collect_features(
     h, z, candidates, owners, maps = [], [], [], [], []
     per_image = None
     generator = torch.Generator().manual_seed(settings.seed)
-    wants_patches = "patch" in settings.scorers
+    wants_patches = any(SCORERS[name].feature == "patches" for name in settings.scorers)
     step = 4 // settings.bank_rotations
     turns = range(0, 4, step) if wants_patches else range(1)  # quarter turns
     keep = torch.zeros(n, dtype=torch.bool)
@@ -323,22 +320,16 @@ def fit_scorers(
     ) as bar:
         global_scorers: dict[str, GlobalScorer] = {}
         for name in settings.scorers:
-            if name == "patch":
-                continue
+            if SCORERS[name].feature == "patches":
+                continue  # the patch scorer: below, from the patch candidates
             global_scorers[name] = _new_global(name, settings).fit(features.of(name)[rows])
             bar.update()
         patch = None
         if features.candidates.numel():
             candidates = features.candidates[rows[features.owners]]
             bar.set_postfix_str(f"coreset of {candidates.shape[0]} patches")
-            patch = PatchScorer(
-                coreset_ratio=settings.coreset_ratio,
-                k=settings.patch_k,
-                sigma=settings.map_sigma,
-                score_rule=settings.score_rule,
-                topk_fraction=settings.topk_fraction,
-                seed=settings.seed,
-            ).fit(candidates.to(device))  # coreset: fast on a GPU
+            patch = PatchScorer(**SCORERS["patch"].params(settings))
+            patch.fit(candidates.to(device))  # coreset: fast on a GPU
             patch.to(torch.device("cpu"))
             bar.update()
     return ScorerSet(patch, global_scorers, photometric)
@@ -575,13 +566,11 @@ def detector_from_state(
         )
         for name, entry in entry_set["scorers"].items():
             state = unprefixed(dict(tensors), f"scorer.{group}.{name}.")
-            if name == "patch":
-                scorer_set.patch = PatchScorer.from_state(entry["params"], state)
-            else:
-                kind, _ = _split_name(name)
-                scorer_set.global_scorers[name] = GLOBAL_SCORERS[kind].from_state(
-                    entry["params"], state
-                )
+            scorer = scorer_class(name).from_state(entry["params"], state)
+            if isinstance(scorer, PatchScorer):
+                scorer_set.patch = scorer
+            elif isinstance(scorer, GlobalScorer):
+                scorer_set.global_scorers[name] = scorer
             scorer_set.calibrations[name] = Calibration.from_dict(entry["calibration"])
             if f"calibration.{group}.{name}" in tensors:
                 scorer_set.good_scores[name] = tensors[f"calibration.{group}.{name}"]

@@ -2,11 +2,11 @@
 
 The graph takes ImageNet-normalised float images B×3×S×S and gives the image scores (B) and the
 anomaly maps (B×S×S), every step of the PyTorch path inside it: photometric correction, the
-backbone's intermediate stages, 3×3 local averaging and resizing of the patch features, exact
-nearest-neighbour distances to the memory bank (a matrix product ranks the bank, the chosen
-neighbours' distances are recomputed as differences, as ``NearestNeighbourIndex`` does),
-bilinear upsampling, Gaussian smoothing and the image score rule. The threshold, its calibration
-and the preprocessing travel in the model's ``metadata_props``.
+backbone's intermediate stages, 3×3 local averaging and resizing of the patch features, and the
+fitted ``PatchScorer`` module itself (its bank a buffer; traced, its search is the exact torch
+search of ``scoring.search.exact_distances``; then bilinear upsampling, Gaussian smoothing and
+the image score rule). The threshold, its calibration and the preprocessing travel in the
+model's ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simclr_ad import __version__
@@ -33,7 +32,7 @@ from simclr_ad.predictor import (
     OnnxPredictor,
     onnx_signature,
 )
-from simclr_ad.scoring.patch import PatchScorer, gaussian_blur
+from simclr_ad.scoring.patch import PatchScorer
 
 require_extra("export", needed_by="simclr-ad export")  # onnx writes the file, onnxruntime checks it
 
@@ -48,7 +47,8 @@ PARITY_TOLERANCE = 1e-3
 
 
 class DetectorGraph(nn.Module):
-    """The patch detector of one category as one traceable module.
+    """The patch detector of one category as one traceable module: the embedder's patch
+    features scored by the category's ``PatchScorer``, the same module PyTorch inference runs.
 
     Args:
         embedder: the feature extractor (its patch stages are used).
@@ -56,9 +56,6 @@ class DetectorGraph(nn.Module):
         photometric: the category's brightness correction.
         shape: (H, W) of the input images and of the maps.
     """
-
-    bank: Tensor  # K×C
-    bank_sq: Tensor  # K, squared norms
 
     def __init__(
         self,
@@ -72,10 +69,6 @@ class DetectorGraph(nn.Module):
         self.scorer = scorer
         self.photometric = photometric
         self.shape = shape
-        bank = scorer.state_dict()["bank"].float()
-        self.register_buffer("bank", bank)  # K×C
-        self.register_buffer("bank_sq", (bank * bank).sum(dim=1))  # K
-        self.k = min(scorer.k, bank.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised B×3×H×W -> (scores B, anomaly maps B×H×W)."""
@@ -85,26 +78,8 @@ class DetectorGraph(nn.Module):
             x, indices=list(self.embedder.stages), intermediates_only=True
         )
         features = self.embedder.aggregate(stages)  # B×C×h×w
-        _, C, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(-1, C)  # (B·h·w)×C
-        ranking = self.bank_sq - 2.0 * queries @ self.bank.T  # squared distance - |q|²
-        nearest = ranking.topk(self.k, dim=1, largest=False).indices  # (B·h·w)×k
-        differences = queries[:, None, :] - self.bank[nearest]  # (B·h·w)×k×C
-        distances = torch.linalg.vector_norm(differences, dim=2).mean(dim=1)  # B·h·w
-        maps = F.interpolate(
-            distances.reshape(-1, 1, h, w), size=self.shape, mode="bilinear", align_corners=False
-        )
-        maps = gaussian_blur(maps[:, 0], sigma=self.scorer.sigma)  # B×H×W
-        return self.image_scores(maps), maps
-
-    def image_scores(self, maps: Tensor) -> Tensor:
-        """``PatchScorer.image_scores`` with the pixel count known ahead (traced shapes are
-        tensors): B×H×W -> B."""
-        pixels = maps.reshape(maps.shape[0], -1)  # B×(H·W)
-        if self.scorer.score_rule == "max":
-            return pixels.amax(dim=1)
-        n = max(1, round(self.scorer.topk_fraction * self.shape[0] * self.shape[1]))
-        return pixels.topk(n, dim=1).values.mean(dim=1)
+        scores, maps = self.scorer(features, self.shape)
+        return scores, maps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,7 +189,8 @@ def _add_detector_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--scorers",
         type=comma_list,
-        help=f"comma-separated, of {', '.join(SCORER_NAMES)} (default: {','.join(D.scorers)})",
+        help=f"comma-separated, of {', '.join(SCORER_NAMES)}; all: every one, the write-up's "
+        f"comparison (default: {','.join(D.scorers)})",
     )
     d.add_argument(
         "--primary",

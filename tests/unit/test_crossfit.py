@@ -13,7 +13,7 @@ from simclr_ad.detector import (
     fold_of,
 )
 from simclr_ad.embeddings import Photometric, flatten_patches
-from simclr_ad.scoring import PatchScorer
+from simclr_ad.scoring.patch import PatchScorer
 
 
 def _features(maps: torch.Tensor) -> GoodFeatures:

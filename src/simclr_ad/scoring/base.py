@@ -1,21 +1,22 @@
-"""What every scorer shares: hyper-parameters as JSON, fitted state as named tensors.
+"""What every scorer shares: an ``nn.Module`` whose fitted state is its buffers.
 
-A scorer is built from its hyper-parameters (``params()``), learns tensors in ``fit`` and can be
-rebuilt, fitted, from both: ``Scorer.from_state(scorer.params(), scorer.state_dict())``. The
-tensors go into the bundle's safetensors file and the parameters into its JSON, so nothing is
-pickled. A *global* scorer maps one feature vector per image (N×D) to one score per image,
-higher meaning more anomalous.
+A scorer is built from its hyper-parameters (``params()``, JSON values), learns its buffers in
+``fit`` and is rebuilt, fitted, from both: ``Scorer.from_state(scorer.params(),
+scorer.state_dict())``. The buffers go into the bundle's safetensors file under their names and
+the parameters into its JSON, so nothing is pickled; ``.to(device)`` moves them. A *global*
+scorer maps one feature vector per image (N×D) to one score per image, higher meaning more
+anomalous.
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
@@ -23,18 +24,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Scorer(ABC):
-    """Hyper-parameters, fitted tensors and their round trip.
+class Scorer(nn.Module):
+    """Hyper-parameters and fitted buffers.
 
-    Subclasses name their tensors in ``state_names``; the first one's last dimension is the
-    feature dimension D (C for patch features) that inputs must match.
+    Subclasses register their buffers empty in ``__init__``, the first one's last dimension
+    being the feature dimension D (C for patch features) that inputs must match. Loading a
+    state takes the saved shapes (a bank of K rows is data, not architecture).
     """
 
     kind: ClassVar[str]
-    state_names: ClassVar[tuple[str, ...]]
 
     def __init__(self) -> None:
-        self._state: dict[str, Tensor] = {}
+        super().__init__()
+        self.register_load_state_dict_pre_hook(_take_saved_shapes)
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -42,75 +44,60 @@ class Scorer(ABC):
 
     @property
     def is_fitted(self) -> bool:
-        """Whether ``fit`` or ``load_state_dict`` has run."""
-        return bool(self._state)
+        """Whether ``fit`` or ``load_state_dict`` has filled the buffers."""
+        return all(buffer.numel() > 0 for buffer in self.buffers())
 
     @property
     def feature_dim(self) -> int:
         """D, the feature dimension the scorer was fitted on."""
         self._require_fitted()
-        return int(self._state[self.state_names[0]].shape[-1])
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """The fitted tensors by name (the scorer's own tensors, not copies)."""
-        self._require_fitted()
-        return dict(self._state)
-
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Take fitted tensors saved by ``state_dict``; the scorer becomes fitted.
-
-        Raises:
-            ValueError: when names are missing or unexpected, or shapes do not fit together.
-        """
-        missing = sorted(set(self.state_names) - set(state))
-        unexpected = sorted(set(state) - set(self.state_names))
-        if missing or unexpected:
-            raise ValueError(
-                f"{type(self).__name__} state: missing {missing or 'nothing'}, "
-                f"unexpected {unexpected or 'nothing'} (expected {list(self.state_names)})"
-            )
-        if not all(isinstance(state[name], Tensor) for name in self.state_names):
-            raise ValueError(f"{type(self).__name__} state: values must be tensors")
-        tensors = {name: state[name].detach() for name in self.state_names}
-        self._check_state(tensors)
-        self._set_state(tensors)
+        return int(next(self.buffers()).shape[-1])
 
     @classmethod
     def from_state(cls, params: Mapping[str, Any], state: Mapping[str, Tensor]) -> Self:
-        """Rebuild a fitted scorer from ``params()`` and ``state_dict()`` of another one."""
+        """Rebuild a fitted scorer from ``params()`` and ``state_dict()`` of another one.
+
+        Raises:
+            ValueError: when names are missing or unexpected, or the tensors are not a fitted
+                state (non-finite, or shapes that do not fit together).
+        """
         scorer = cls(**params)
-        scorer.load_state_dict(state)
+        try:
+            scorer.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"{cls.__name__} state: {exc}") from None
+        scorer.check_state()
         return scorer
 
-    def to(self, device: torch.device | str) -> Self:
-        """Move the fitted tensors to ``device`` (the scorer then computes there)."""
-        self._require_fitted()
-        self._set_state({name: t.to(device) for name, t in self._state.items()})
-        return self
-
-    def _check_state(self, state: dict[str, Tensor]) -> None:
-        """Raise ValueError when ``state`` is not fitted tensors (extend for their shapes)."""
-        for name, tensor in state.items():
+    def check_state(self) -> None:
+        """Raise ValueError when the buffers are not fitted tensors (extend for their shapes)."""
+        for name, tensor in self.named_buffers():
             if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"{type(self).__name__} state: {name!r} is not finite floats")
 
-    def _set_state(self, state: dict[str, Tensor]) -> None:
-        """Install fitted tensors; override to derive more (e.g. a search index) from them."""
-        self._state = state
-
     def _require_fitted(self) -> None:
-        if not self._state:
+        if not self.is_fitted:
             raise RuntimeError(
                 f"{type(self).__name__} is not fitted: call fit(...) or load a fitted state "
                 "with load_state_dict(...) / from_state(...) first"
             )
 
 
+def _take_saved_shapes(module: nn.Module, state: Mapping[str, Any], prefix: str, *_: Any) -> None:
+    """``load_state_dict`` pre-hook: resize each persistent buffer to its saved tensor, so that
+    loading copies values of any fitted shape (missing and unexpected names still raise)."""
+    for name, buffer in module.named_buffers(recurse=False):
+        saved = state.get(prefix + name)
+        if isinstance(saved, Tensor) and buffer is not None:
+            setattr(module, name, torch.empty_like(saved, device=buffer.device))
+
+
 class GlobalScorer(Scorer):
     """A scorer of one feature vector per image: ``fit(N×D) -> self``, ``score(M×D) -> M``.
 
-    Subclasses implement ``_fit`` (returns the state tensors) and ``_score`` (any float dtype,
-    on the state's device); this class validates inputs and returns float32 CPU scores.
+    Subclasses implement ``_fit`` (sets the buffers) and ``forward`` (M×D validated features
+    on the buffers' device -> M scores, any float dtype); this class validates inputs and
+    returns float32 CPU scores.
     """
 
     min_fit_rows: ClassVar[int] = 1
@@ -125,7 +112,8 @@ class GlobalScorer(Scorer):
             The scorer itself, fitted.
         """
         x = check_features(features, min_rows=self.min_fit_rows)
-        self._set_state(self._fit(x))
+        self._fit(x)
+        self.check_state()
         logger.debug("fitted %s on %d×%d features", type(self).__name__, *x.shape)
         return self
 
@@ -140,16 +128,12 @@ class GlobalScorer(Scorer):
         """
         self._require_fitted()
         x = check_features(features, dim=self.feature_dim)
-        device = self._state[self.state_names[0]].device
-        return self._score(x.to(device)).to(device="cpu", dtype=torch.float32)
+        device = next(self.buffers()).device
+        return self(x.to(device)).to(device="cpu", dtype=torch.float32)
 
     @abstractmethod
-    def _fit(self, features: Tensor) -> dict[str, Tensor]:
-        """The state tensors learnt from N×D validated features."""
-
-    @abstractmethod
-    def _score(self, features: Tensor) -> Tensor:
-        """M scores for M×D validated features already on the state's device."""
+    def _fit(self, features: Tensor) -> None:
+        """Set the buffers from N×D validated features."""
 
 
 def check_features(

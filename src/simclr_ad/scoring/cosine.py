@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -14,24 +15,29 @@ class CosineScorer(GlobalScorer):
     """Score = 1 - cos(x, c), c the mean of the L2-normalised training features (0 to 2)."""
 
     kind: ClassVar[str] = "cosine"
-    state_names: ClassVar[tuple[str, ...]] = ("center",)  # D, unit length
+    center: Tensor  # D, unit length (float64)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("center", torch.empty(0, dtype=torch.float64))
 
     def params(self) -> dict[str, Any]:
         """No hyper-parameters: ``{}``."""
         return {}
 
-    def _fit(self, features: Tensor) -> dict[str, Tensor]:
+    def _fit(self, features: Tensor) -> None:
         center = F.normalize(features.double(), dim=1).mean(dim=0)  # D
         if float(center.norm()) < 1e-12:
             raise ValueError("the normalised training features average to zero: no mean direction")
-        return {"center": F.normalize(center, dim=0)}
+        self.center = F.normalize(center, dim=0)
 
-    def _check_state(self, state: dict[str, Tensor]) -> None:
-        super()._check_state(state)
-        if state["center"].ndim != 1:
-            raise ValueError(f"cosine state: center must be D, got {tuple(state['center'].shape)}")
+    def check_state(self) -> None:
+        super().check_state()
+        if self.center.ndim != 1:
+            raise ValueError(f"cosine state: center must be D, got {tuple(self.center.shape)}")
 
-    def _score(self, features: Tensor) -> Tensor:
-        center = self._state["center"]
+    def forward(self, features: Tensor) -> Tensor:
+        """M×D features on the centre's device -> M scores (use ``score`` for checked inputs)."""
+        center = self.center
         x = F.normalize(features.to(center.dtype), dim=1)  # M×D
         return (1.0 - x @ center).clamp(0.0, 2.0)

@@ -28,34 +28,33 @@ class KNNScorer(GlobalScorer):
     """
 
     kind: ClassVar[str] = "knn"
-    state_names: ClassVar[tuple[str, ...]] = ("bank",)  # K×D L2-normalised training features
+    bank: Tensor  # K×D L2-normalised training features
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         self.k = k
+        self.register_buffer("bank", torch.empty(0, 0))
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters: ``{"k": k}``."""
         return {"k": self.k}
 
-    def _fit(self, features: Tensor) -> dict[str, Tensor]:
-        return {"bank": F.normalize(features.float(), dim=1)}
+    def _fit(self, features: Tensor) -> None:
+        self.bank = F.normalize(features.float(), dim=1)
 
-    def _check_state(self, state: dict[str, Tensor]) -> None:
-        super()._check_state(state)
-        if state["bank"].ndim != 2 or state["bank"].shape[0] < 1:
-            raise ValueError(f"knn state: bank must be K×D, got {tuple(state['bank'].shape)}")
-
-    def _set_state(self, state: dict[str, Tensor]) -> None:
-        super()._set_state(state)
-        K = state["bank"].shape[0]
+    def check_state(self) -> None:
+        super().check_state()
+        if self.bank.ndim != 2 or self.bank.shape[0] < 1:
+            raise ValueError(f"knn state: bank must be K×D, got {tuple(self.bank.shape)}")
+        K = self.bank.shape[0]
         if self.k > K:
             logger.warning("knn: k=%d exceeds the %d training features; using all", self.k, K)
 
-    def _score(self, features: Tensor) -> Tensor:
-        bank = self._state["bank"]  # K×D
+    def forward(self, features: Tensor) -> Tensor:
+        """M×D features on the bank's device -> M scores (use ``score`` for checked inputs)."""
+        bank = self.bank  # K×D
         K = bank.shape[0]
         k = min(self.k, K)
         queries = F.normalize(features.to(bank.dtype), dim=1)  # M×D

@@ -8,8 +8,7 @@ import torch
 from torch import Tensor
 
 from simclr_ad.scoring.base import GlobalScorer
-
-COVARIANCES = ("ledoit_wolf", "pinv")
+from simclr_ad.scoring.registry import COVARIANCES
 
 
 class MahalanobisScorer(GlobalScorer):
@@ -24,8 +23,9 @@ class MahalanobisScorer(GlobalScorer):
     """
 
     kind: ClassVar[str] = "mahalanobis"
-    state_names: ClassVar[tuple[str, ...]] = ("mean", "precision")  # D, D×D (float64)
     min_fit_rows: ClassVar[int] = 2
+    mean: Tensor  # D (float64)
+    precision: Tensor  # D×D (float64)
 
     def __init__(self, covariance: str = "ledoit_wolf") -> None:
         super().__init__()
@@ -34,30 +34,33 @@ class MahalanobisScorer(GlobalScorer):
                 f"covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}"
             )
         self.covariance = covariance
+        self.register_buffer("mean", torch.empty(0, dtype=torch.float64))
+        self.register_buffer("precision", torch.empty(0, 0, dtype=torch.float64))
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters: ``{"covariance": ...}``."""
         return {"covariance": self.covariance}
 
-    def _fit(self, features: Tensor) -> dict[str, Tensor]:
+    def _fit(self, features: Tensor) -> None:
         x = features.detach().to(device="cpu", dtype=torch.float64)  # N×D
         if self.covariance == "ledoit_wolf":
             precision = ledoit_wolf_precision(x)
         else:
             precision = torch.linalg.pinv(torch.cov(x.T), hermitian=True)
-        return {"mean": x.mean(dim=0), "precision": precision}
+        self.mean, self.precision = x.mean(dim=0), precision
 
-    def _check_state(self, state: dict[str, Tensor]) -> None:
-        super()._check_state(state)
-        D = state["mean"].shape[-1]
-        if state["mean"].ndim != 1 or tuple(state["precision"].shape) != (D, D):
+    def check_state(self) -> None:
+        super().check_state()
+        D = self.mean.shape[-1]
+        if self.mean.ndim != 1 or tuple(self.precision.shape) != (D, D):
             raise ValueError(
                 f"mahalanobis state: expected mean D and precision D×D, got "
-                f"{tuple(state['mean'].shape)} and {tuple(state['precision'].shape)}"
+                f"{tuple(self.mean.shape)} and {tuple(self.precision.shape)}"
             )
 
-    def _score(self, features: Tensor) -> Tensor:
-        mean, precision = self._state["mean"], self._state["precision"]
+    def forward(self, features: Tensor) -> Tensor:
+        """M×D features on the buffers' device -> M scores (use ``score`` for checked inputs)."""
+        mean, precision = self.mean, self.precision
         d = features.to(mean.dtype) - mean  # M×D
         squared = ((d @ precision) * d).sum(dim=1)  # M
         return squared.clamp_min(0.0).sqrt()

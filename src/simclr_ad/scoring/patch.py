@@ -2,7 +2,11 @@
 
 Each test patch is scored by its distance to the nearest normal patches in the bank; the patch
 distances, upsampled to the image and smoothed, form the anomaly map, and the image score is the
-map's maximum (or the mean of its hottest pixels).
+map's maximum (or the mean of its hottest pixels). The scorer is an ``nn.Module`` with the bank
+as its buffer: PyTorch inference and the traced ONNX graph (``export_onnx.DetectorGraph``) run
+the same ``forward``. Eagerly the search goes through ``NearestNeighbourIndex`` (faiss for large
+CPU searches, chunked torch otherwise); traced, through ``exact_distances``, the same exact
+search in tensor operations only.
 """
 
 from __future__ import annotations
@@ -17,19 +21,20 @@ from torch import Tensor
 
 from simclr_ad.scoring.base import Scorer, check_features
 from simclr_ad.scoring.coreset import greedy_coreset
-from simclr_ad.scoring.search import NearestNeighbourIndex
+from simclr_ad.scoring.registry import DEFAULT_SCORE_RULE, SCORE_RULES
+from simclr_ad.scoring.search import NearestNeighbourIndex, exact_distances
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
 
 logger = logging.getLogger(__name__)
 
-SCORE_RULES = ("max", "topk_mean")
 DEFAULT_UPSAMPLING = 8  # score() maps at 8× the feature resolution: a stride-8 feature map
 
 
 class PatchPrediction(NamedTuple):
-    """Image scores (N) and anomaly maps (N×S×S), float32 on the CPU."""
+    """Image scores (N) and anomaly maps (N×H×W): float32 on the CPU from ``predict``, on the
+    features' device from ``forward``."""
 
     scores: Tensor
     maps: Tensor
@@ -49,14 +54,14 @@ class PatchScorer(Scorer):
     """
 
     kind: ClassVar[str] = "patch"
-    state_names: ClassVar[tuple[str, ...]] = ("bank",)  # K×C float32
+    bank: Tensor  # K×C float32
 
     def __init__(
         self,
         coreset_ratio: float = 0.1,
         k: int = 1,
         sigma: float = 4.0,
-        score_rule: str = "max",
+        score_rule: str = DEFAULT_SCORE_RULE,
         topk_fraction: float = 0.01,
         seed: int = 0,
     ) -> None:
@@ -68,8 +73,9 @@ class PatchScorer(Scorer):
         self.score_rule = score_rule
         self.topk_fraction = float(topk_fraction)
         self.seed = seed
+        self.register_buffer("bank", torch.empty(0, 0))
         self.kept: Tensor | None = None  # after fit: the rows of the fitted patches in the bank
-        self._index: NearestNeighbourIndex | None = None
+        self._index: tuple[Tensor, NearestNeighbourIndex] | None = None  # (of which bank, index)
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters as JSON values."""
@@ -98,9 +104,30 @@ class PatchScorer(Scorer):
             n = max(1, round(self.coreset_ratio * P))
             self.kept = greedy_coreset(patches, n, seed=self.seed)
             patches = patches[self.kept.to(patches.device)]
-        self._set_state({"bank": patches.detach().float().contiguous()})
-        logger.info("patch memory bank: %d of %d patches", self._state["bank"].shape[0], P)
+        self.bank = patches.detach().float().contiguous()
+        self.check_state()
+        logger.info("patch memory bank: %d of %d patches", self.bank.shape[0], P)
         return self
+
+    def forward(
+        self,
+        features: Tensor,
+        image_size: int | tuple[int, int],
+        exclude: Tensor | None = None,
+    ) -> PatchPrediction:
+        """Anomaly maps and image scores, on the features' device.
+
+        Args:
+            features: N×C×h×w patch feature maps, C as in ``fit``.
+            image_size: S, the side of square maps, or their (H, W).
+            exclude: bank patches not to match, as in ``patch_distances``.
+
+        Returns:
+            Scores (N) and maps (N×H×W).
+        """
+        size = map_size(image_size)
+        maps = self.anomaly_maps(features, size, exclude=exclude)
+        return PatchPrediction(scores=self._image_scores(maps, size), maps=maps)
 
     def patch_distances(self, features: Tensor, *, exclude: Tensor | None = None) -> Tensor:
         """Mean distance of every spatial patch to its k nearest bank patches.
@@ -113,7 +140,12 @@ class PatchScorer(Scorer):
         Returns:
             N×h×w float32 distances on the features' device.
         """
-        index = self._require_index()
+        if torch.jit.is_tracing():  # the exported graph: the exact search, tensor ops only
+            _, C, h, w = features.shape
+            queries = features.permute(0, 2, 3, 1).reshape(-1, C)  # (N·h·w)×C
+            k = min(self.k, self.bank.shape[0])
+            return exact_distances(queries, self.bank, k).mean(dim=1).reshape(-1, h, w)
+        index = self._search_index()
         N, C, h, w = _check_feature_maps(features, dim=self.feature_dim)
         queries = features.permute(0, 2, 3, 1).reshape(N * h * w, C)  # (N·h·w)×C
         searched = index.bank.shape[0] - (int(exclude.sum()) if exclude is not None else 0)
@@ -146,17 +178,22 @@ class PatchScorer(Scorer):
         """One score per map by ``score_rule``.
 
         Args:
-            maps: N×S×S anomaly maps.
+            maps: N×H×W anomaly maps.
 
         Returns:
             N scores on the maps' device.
         """
         if maps.ndim != 3:
-            raise ValueError(f"maps must be N×S×S, got shape {tuple(maps.shape)}")
-        pixels = maps.flatten(start_dim=1)  # N×S²
+            raise ValueError(f"maps must be N×H×W, got shape {tuple(maps.shape)}")
+        return self._image_scores(maps, (int(maps.shape[1]), int(maps.shape[2])))
+
+    def _image_scores(self, maps: Tensor, size: tuple[int, int]) -> Tensor:
+        """N×H×W maps of (H, W) = ``size`` -> N scores; the pixel count comes from ``size``,
+        plain integers, as a traced map's shape is a tensor."""
+        pixels = maps.reshape(maps.shape[0], -1)  # N×(H·W)
         if self.score_rule == "max":
             return pixels.amax(dim=1)
-        n = max(1, round(self.topk_fraction * pixels.shape[1]))
+        n = max(1, round(self.topk_fraction * size[0] * size[1]))
         return pixels.topk(n, dim=1).values.mean(dim=1)
 
     def predict(
@@ -166,7 +203,7 @@ class PatchScorer(Scorer):
         *,
         exclude: Tensor | None = None,
     ) -> PatchPrediction:
-        """Anomaly maps and image scores.
+        """Anomaly maps and image scores, as ``forward`` but float32 on the CPU.
 
         Args:
             features: N×C×h×w patch feature maps.
@@ -176,8 +213,7 @@ class PatchScorer(Scorer):
         Returns:
             Scores (N) and maps (N×H×W), float32 on the CPU.
         """
-        maps = self.anomaly_maps(features, image_size=image_size, exclude=exclude)
-        scores = self.image_scores(maps)
+        scores, maps = self(features, image_size, exclude)
         return PatchPrediction(scores=scores.float().cpu(), maps=maps.float().cpu())
 
     def score(self, features: Tensor, image_size: int | tuple[int, int] | None = None) -> Tensor:
@@ -197,25 +233,22 @@ class PatchScorer(Scorer):
             image_size = (DEFAULT_UPSAMPLING * h, DEFAULT_UPSAMPLING * w)
         return self.predict(features, image_size=image_size).scores
 
-    def _set_state(self, state: dict[str, Tensor]) -> None:
-        super()._set_state(state)
-        bank = state["bank"]
-        self._index = NearestNeighbourIndex(bank)
+    def check_state(self) -> None:
+        super().check_state()
+        bank = self.bank
+        if bank.ndim != 2 or min(bank.shape) < 1:
+            raise ValueError(f"patch state: bank must be K×C, got {tuple(bank.shape)}")
         if self.k > bank.shape[0]:
             logger.warning(
                 "patch: k=%d exceeds the bank's %d patches; using all", self.k, len(bank)
             )
 
-    def _check_state(self, state: dict[str, Tensor]) -> None:
-        super()._check_state(state)
-        bank = state["bank"]
-        if bank.ndim != 2 or min(bank.shape) < 1:
-            raise ValueError(f"patch state: bank must be K×C, got {tuple(bank.shape)}")
-
-    def _require_index(self) -> NearestNeighbourIndex:
+    def _search_index(self) -> NearestNeighbourIndex:
+        """The search over the bank, made again when the bank was replaced or moved."""
         self._require_fitted()
-        assert self._index is not None  # set together with the state
-        return self._index
+        if self._index is None or self._index[0] is not self.bank:
+            self._index = (self.bank, NearestNeighbourIndex(self.bank))
+        return self._index[1]
 
 
 def map_size(image_size: int | tuple[int, int]) -> tuple[int, int]:

@@ -4,6 +4,8 @@ Both backends search exhaustively: faiss (``IndexFlatL2``, BLAS, its own threads
 queries × bank is large; a torch matrix product in query chunks of bounded memory serves small
 searches and tensors on an accelerator, where faiss-cpu cannot go. The distances of the k found
 neighbours are then recomputed directly, so both backends return the same float32 values.
+``exact_distances`` is the torch search in one piece, with nothing but tensor operations: what
+a traced graph (the ONNX export) runs.
 """
 
 from __future__ import annotations
@@ -85,12 +87,7 @@ class NearestNeighbourIndex:
         if exclude is not None:
             norms = norms.masked_fill(exclude.to(norms.device), float("inf"))
         chunk = max(1, MAX_DISTANCES // self.bank.shape[0])
-        parts = [
-            torch.addmm(norms, part, self.bank.T, alpha=-2.0)
-            .topk(k, dim=1, largest=False, sorted=False)
-            .indices
-            for part in q.split(chunk)
-        ]
+        parts = [rank_neighbours(part, self.bank, norms, k) for part in q.split(chunk)]
         return torch.cat(parts) if parts else q.new_zeros(0, k, dtype=torch.int64)
 
     def _faiss_neighbours(self, q: Tensor, k: int) -> Tensor:
@@ -110,10 +107,32 @@ class NearestNeighbourIndex:
         k, C = indices.shape[1], q.shape[1]
         chunk = max(1, MAX_DISTANCES // (k * C))
         parts = [
-            torch.linalg.vector_norm(part[:, None, :] - self.bank[idx], dim=2).sort(dim=1).values
+            neighbour_distances(part, self.bank, idx).sort(dim=1).values
             for part, idx in zip(q.split(chunk), indices.split(chunk), strict=True)
         ]
         return torch.cat(parts) if parts else q.new_zeros(0, k)
+
+
+def rank_neighbours(queries: Tensor, bank: Tensor, squared_norms: Tensor, k: int) -> Tensor:
+    """Indices of the k nearest of K×C ``bank`` vectors for M×C queries → M×k (any order).
+
+    Ranks by |b|² - 2q·b (the squared distance less |q|², which every bank vector shares);
+    ``squared_norms`` (K) are the bank's |b|², inf where a vector must not be matched.
+    """
+    ranking = torch.addmm(squared_norms, queries, bank.T, alpha=-2.0)  # M×K
+    return ranking.topk(k, dim=1, largest=False, sorted=False).indices
+
+
+def neighbour_distances(queries: Tensor, bank: Tensor, indices: Tensor) -> Tensor:
+    """|q - b| of M×C queries to their M×k neighbours ``bank[indices]`` → M×k, by differences."""
+    return torch.linalg.vector_norm(queries[:, None, :] - bank[indices], dim=2)
+
+
+def exact_distances(queries: Tensor, bank: Tensor, k: int) -> Tensor:
+    """The torch search in one piece: distances of M×C queries to their k nearest of K×C
+    ``bank`` vectors → M×k (any order), tensor operations only, so that it traces."""
+    squared_norms = (bank * bank).sum(dim=1)  # K
+    return neighbour_distances(queries, bank, rank_neighbours(queries, bank, squared_norms, k))
 
 
 def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from simclr_ad.scoring import greedy_coreset
+from simclr_ad.scoring.coreset import greedy_coreset
 
 
 def naive_k_center(x: torch.Tensor, n: int, first: int) -> list[int]:

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from simclr_ad.scoring import CosineScorer, KNNScorer
 from simclr_ad.scoring import knn as knn_module
+from simclr_ad.scoring.cosine import CosineScorer
+from simclr_ad.scoring.knn import KNNScorer
 
 
 def test_knn_k1_is_zero_on_training_points() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
-from simclr_ad.scoring import MahalanobisScorer
+from simclr_ad.scoring.mahalanobis import MahalanobisScorer
 
 
 def correlated_features(n: int, d: int, seed: int) -> np.ndarray:

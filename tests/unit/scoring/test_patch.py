@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load, save
 
-from simclr_ad.scoring import PatchPrediction, PatchScorer, gaussian_blur
+from simclr_ad.scoring.patch import PatchPrediction, PatchScorer, gaussian_blur
 
 C, H = 16, 7  # channels and side of the feature maps
 
@@ -158,3 +158,28 @@ def test_bad_feature_maps_raise(features: torch.Tensor) -> None:
 def test_bad_image_size_raises() -> None:
     with pytest.raises(ValueError, match="image_size"):
         fitted().predict(normal_maps(1, seed=0), image_size=0)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
+def test_traced_forward_gives_the_eager_predictions() -> None:
+    """The traced module (what the ONNX export runs: exact torch search in one product) and the
+    eager one (NearestNeighbourIndex) give the same scores and maps, at another batch size."""
+    for score_rule in ("max", "topk_mean"):
+        scorer = fitted(coreset_ratio=0.5, k=2, score_rule=score_rule)
+        traced = torch.jit.trace(lambda f, s=scorer: tuple(s(f, (20, 24))), (normal_maps(2, 5),))
+        test = normal_maps(3, seed=4)
+        test[1, :, 3, 3] += 2.0  # an anomalous patch
+        scores, maps = traced(test)
+        eager = scorer.predict(test, (20, 24))
+        torch.testing.assert_close(scores, eager.scores, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(maps, eager.maps, rtol=1e-5, atol=1e-6)
+        assert int(scores.argmax()) == 1
+
+
+def test_moving_the_module_moves_the_bank_and_its_search() -> None:
+    scorer = fitted(coreset_ratio=0.5)
+    test = normal_maps(2, seed=6)
+    before = scorer.predict(test, 16).scores
+    moved = scorer.to(torch.float64)  # a module: .to() converts and moves its buffers
+    assert moved.bank.dtype == torch.float64
+    torch.testing.assert_close(moved.predict(test.double(), 16).scores, before)

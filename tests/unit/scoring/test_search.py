@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from simclr_ad.scoring import NearestNeighbourIndex, nearest_distances
 from simclr_ad.scoring import search as search_module
+from simclr_ad.scoring.search import NearestNeighbourIndex, exact_distances, nearest_distances
 
 
 def brute_force(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
@@ -78,3 +78,13 @@ def test_bad_bank_or_backend_raise() -> None:
         NearestNeighbourIndex(torch.zeros(0, 4))
     with pytest.raises(ValueError, match="backend"):
         NearestNeighbourIndex(torch.zeros(3, 4), backend="annoy")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_exact_distances_are_the_index_search(k: int) -> None:
+    """The traceable one-piece search (the ONNX graph's) returns the index's distances."""
+    g = torch.Generator().manual_seed(7)
+    bank, queries = torch.randn(50, 6, generator=g), torch.randn(30, 6, generator=g)
+    expected = NearestNeighbourIndex(bank, backend="torch").search(queries, k)
+    found = exact_distances(queries, bank, k).sort(dim=1).values
+    torch.testing.assert_close(found, expected, rtol=0, atol=0)
