@@ -21,7 +21,7 @@ import yaml
 from simclr_ad.errors import UserError
 
 AUGMENT_PRESETS = ("seed", "default")
-OBJECTIVES = ("simclr", "msc", "cutpaste")  # built by pipeline.build_objective (objectives.py)
+OBJECTIVES = ("simclr", "msc", "cutpaste")  # objectives.OBJECTIVE_CLASSES (checked by a test)
 GLOBAL_SCORER_KINDS = (
     "knn",
     "mahalanobis",

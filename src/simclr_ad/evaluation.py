@@ -32,9 +32,10 @@ from simclr_ad.data.images import UnreadableImageError, display_path, read_mask
 from simclr_ad.data.mvtec import Sample, file_list_hash, load_category
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, scorer_names
+from simclr_ad.detector_bundle import LoadedDetector, load_detector
 from simclr_ad.errors import UserError
 from simclr_ad.metrics import aupro, image_metrics, per_defect_auroc, pixel_auroc
-from simclr_ad.pipeline import LoadedDetector, held_out_fraction, load_detector
+from simclr_ad.pipeline import held_out_fraction
 from simclr_ad.progress import progress_bar
 from simclr_ad.report.data import (
     DATA_DIR,
