@@ -40,9 +40,10 @@ from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.config import build_config, load_yaml, resolve_config_file
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection, DetectorSettings, fit_detector
+from simclr_ad.detector_bundle import model_spec
 from simclr_ad.metrics import image_metrics
 from simclr_ad.models.simclr import SimCLRModel, build_model
-from simclr_ad.pipeline import decode_train_val, detector_settings, load_splits, model_spec
+from simclr_ad.pipeline import decode_train_val, detector_settings, load_splits
 
 CATEGORY = "screw"
 BORDER_FRACTION = 0.05  # a peak within 5% of the side from an edge is "on the border"

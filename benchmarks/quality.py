@@ -50,9 +50,10 @@ from sklearn.metrics import roc_auc_score
 from simclr_ad.config import build_config
 from simclr_ad.data.synthetic import generate_dataset
 from simclr_ad.demo import DEMO_DATA, DEMO_TRAIN
+from simclr_ad.devices import resolve_device
 from simclr_ad.evaluation import evaluate
 from simclr_ad.metrics import paired_auroc_difference
-from simclr_ad.pipeline import resolve_device, train
+from simclr_ad.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

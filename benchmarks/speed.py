@@ -56,10 +56,10 @@ from simclr_ad.data.mvtec import Sample
 from simclr_ad.data.store import decode_images
 from simclr_ad.data.synthetic import generate_dataset
 from simclr_ad.data.writeup import writeup_transform
+from simclr_ad.devices import resolve_device
 from simclr_ad.distributed import DistInfo
 from simclr_ad.losses import NTXentLoss
 from simclr_ad.models.simclr import ModelSpec, build_model
-from simclr_ad.pipeline import resolve_device
 from simclr_ad.predictor import open_bundle, stack_images
 from simclr_ad.scoring.search import NearestNeighbourIndex
 from simclr_ad.training import LoopSettings, Trainer, amp_dtype

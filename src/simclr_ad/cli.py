@@ -453,9 +453,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from simclr_ad.devices import resolve_device
     from simclr_ad.evaluation import evaluate, format_tables
     from simclr_ad.outputs import check_output_folder
-    from simclr_ad.pipeline import resolve_device
 
     check_output_folder(args.out, "--out")
     result = evaluate(
@@ -493,7 +493,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.devices import resolve_device
     from simclr_ad.predict import check_outputs, collect_images, default_format, predict_files
     from simclr_ad.predictor import open_predictor
 
@@ -526,7 +526,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.devices import resolve_device
     from simclr_ad.recalibrate import recalibrate
 
     result = recalibrate(
@@ -554,7 +554,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import math
     import os
 
-    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.devices import resolve_device
     from simclr_ad.service.app import API_KEY_ENV
     from simclr_ad.service.server import serve
 

@@ -29,7 +29,7 @@ from simclr_ad.scoring.registry import (
 )
 
 AUGMENT_PRESETS = ("seed", "default")
-OBJECTIVES = ("simclr", "msc", "cutpaste")  # built by pipeline.build_objective (objectives.py)
+OBJECTIVES = ("simclr", "msc", "cutpaste")  # objectives.OBJECTIVE_CLASSES (checked by a test)
 SCORER_NAMES = tuple(SCORERS)  # scoring.registry, the one list of scorers
 BANK_ROTATIONS = (1, 2, 4)  # quarter turns that keep a square image exact
 PHOTOMETRIC_MODES = ("none", "gain", "standardize")

@@ -10,10 +10,11 @@ from typing import Any
 
 from simclr_ad.config import build_config
 from simclr_ad.data.synthetic import generate_dataset
+from simclr_ad.devices import resolve_device
 from simclr_ad.errors import UserError
 from simclr_ad.evaluation import evaluate
 from simclr_ad.models.backbone import create_backbone
-from simclr_ad.pipeline import resolve_device, train
+from simclr_ad.pipeline import train
 
 log = logging.getLogger(__name__)
 

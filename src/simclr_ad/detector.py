@@ -20,8 +20,9 @@ from torch import Tensor
 
 from simclr_ad.bundle import prefixed, unprefixed
 from simclr_ad.calibration import Calibration, calibrate_threshold
-from simclr_ad.embeddings import Embedder, Photometric, flatten_patches, iter_embeddings
+from simclr_ad.embeddings import Embedder, flatten_patches, iter_embeddings
 from simclr_ad.models.simclr import SimCLRModel
+from simclr_ad.preprocessing import Photometric
 from simclr_ad.progress import progress_bar
 from simclr_ad.scoring.base import GlobalScorer
 from simclr_ad.scoring.factory import create_scorer, scorer_class

@@ -1,11 +1,12 @@
 """ONNX export of the whole detector of one category, checked against PyTorch with onnxruntime.
 
-The graph takes ImageNet-normalised float images B×3×S×S and gives the image scores (B) and the
-anomaly maps (B×S×S), every step of the PyTorch path inside it: photometric correction, the
-backbone's intermediate stages, 3×3 local averaging and resizing of the patch features, and the
-fitted ``PatchScorer`` module itself (its bank a buffer; traced, its search is the exact torch
-search of ``scoring.search.exact_distances``; then bilinear upsampling, Gaussian smoothing and
-the image score rule). The threshold, its calibration and the preprocessing travel in the
+The graph takes float images B×3×S×S normalised with the model's mean/std and gives the image
+scores (B) and the anomaly maps (B×S×S), every step of the PyTorch path inside it: photometric
+correction (``preprocessing``'s module), the backbone's intermediate stages, 3×3 local averaging
+and resizing of the patch features, and the fitted ``PatchScorer`` module itself (its bank a
+buffer; traced, its search is the exact torch search of ``scoring.search.exact_distances``; then
+bilinear upsampling, Gaussian smoothing and the image score rule). The threshold, its calibration
+and the preprocessing (mean/std included) travel in the
 model's ``metadata_props``.
 """
 
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from simclr_ad import __version__
-from simclr_ad.embeddings import Embedder, Photometric
+from simclr_ad.embeddings import Embedder
 from simclr_ad.errors import UserError, require_extra
 from simclr_ad.predictor import (
     ONNX_METADATA_KEY,
@@ -32,6 +33,7 @@ from simclr_ad.predictor import (
     OnnxPredictor,
     onnx_signature,
 )
+from simclr_ad.preprocessing import Photometric
 from simclr_ad.scoring.patch import PatchScorer
 
 require_extra("export", needed_by="simclr-ad export")  # onnx writes the file, onnxruntime checks it
@@ -53,7 +55,8 @@ class DetectorGraph(nn.Module):
     Args:
         embedder: the feature extractor (its patch stages are used).
         scorer: the category's fitted patch scorer (memory bank K×C).
-        photometric: the category's brightness correction.
+        photometric: the category's brightness correction (run as a module, on images
+            normalised with the model's mean/std).
         shape: (H, W) of the input images and of the maps.
     """
 
@@ -67,12 +70,12 @@ class DetectorGraph(nn.Module):
         super().__init__()
         self.embedder = embedder
         self.scorer = scorer
-        self.photometric = photometric
+        self.photometric = photometric.as_module(embedder.model.normalization)
         self.shape = shape
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised B×3×H×W -> (scores B, anomaly maps B×H×W)."""
-        x = self.photometric.apply(x)
+        x = self.photometric(x)
         encoder = self.embedder.model.encoder
         stages = encoder.forward_intermediates(  # type: ignore[operator]
             x, indices=list(self.embedder.stages), intermediates_only=True
@@ -150,9 +153,7 @@ def export_onnx(
 
 
 def _trace_to_file(graph: DetectorGraph, images: Tensor, path: Path) -> None:
-    from simclr_ad.data.augment import normalize
-
-    example = normalize(images[:2])
+    example = graph.embedder.model.normalization(images[:2])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and trace notes
         torch.onnx.export(
@@ -180,7 +181,8 @@ def _attach_metadata(path: Path, predictor: BundlePredictor, category: str) -> N
         "category": category,
         "image_size": predictor.image_size,
         "input_shape": list(predictor.input_shape(category)),
-        "input": "float32 B×3×H×W (input_shape), RGB scaled to [0, 1] then ImageNet-normalised",
+        "input": "float32 B×3×H×W (input_shape), RGB scaled to [0, 1] then normalised with "
+        "preprocessing.mean/std",
         "outputs": {"score": "B", "anomaly_map": "B×H×W"},
         "scorer": predictor.primary,
         "threshold": calibration.threshold,

@@ -10,7 +10,10 @@
   the detector uses are trained directly, not only through the pooled ``h``.
 
 An objective is an ``nn.Module`` so that its state (the msc centre, the cutpaste classifier)
-travels in checkpoints; its parameters are optimised together with the model's.
+travels in checkpoints; its parameters are optimised together with the model's. Each is
+registered by name in :data:`OBJECTIVE_CLASSES` (the names ``config.OBJECTIVES`` validates
+against) and built from the config by :func:`build_objective`; :func:`frozen_stage_count` is
+the stages each leaves as pretrained.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simclr_ad.data.augment import normalize
+from simclr_ad.config import TrainConfig
 from simclr_ad.data.cutpaste import cutpaste_batch
-from simclr_ad.embeddings import join_maps
+from simclr_ad.errors import UserError
 from simclr_ad.losses import MeanShiftedContrastiveLoss, NTXentLoss
+from simclr_ad.models.backbone import (
+    first_stage_at_stride,
+    join_maps,
+    patch_channels,
+    resolve_patch_stages,
+)
+from simclr_ad.models.simclr import SimCLRModel
+from simclr_ad.preprocessing import Normalization
 
 Augment = Callable[..., Tensor]  # (uint8 B×3×H×W, generator, *, total, offset) -> float B×3×S×S
 
@@ -51,6 +62,20 @@ class Objective(nn.Module):
         :attr:`stages`)."""
         raise NotImplementedError
 
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        model: SimCLRModel,
+        pixels: Tensor,
+        device: torch.device,
+        *,
+        fresh: bool,
+    ) -> Objective:
+        """The objective of ``config`` for ``model`` (``pixels``: the uint8 training images;
+        ``fresh``: not resumed, so state computed from the untrained model is computed)."""
+        raise NotImplementedError
+
 
 class SimCLRObjective(Objective):
     """NT-Xent on the projections of two views."""
@@ -62,6 +87,18 @@ class SimCLRObjective(Objective):
     def loss(self, h: Tensor, z: Tensor, maps: Sequence[Tensor] = ()) -> Tensor:
         z1, z2 = z.float().chunk(2)
         return self.loss_fn(z1, z2)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        model: SimCLRModel,
+        pixels: Tensor,
+        device: torch.device,
+        *,
+        fresh: bool,
+    ) -> Objective:
+        return cls(config.temperature)
 
 
 class MeanShiftedObjective(Objective):
@@ -75,6 +112,32 @@ class MeanShiftedObjective(Objective):
         h1, h2 = h.float().chunk(2)
         return self.loss_fn(h1, h2)
 
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        model: SimCLRModel,
+        pixels: Tensor,
+        device: torch.device,
+        *,
+        fresh: bool,
+    ) -> Objective:
+        """The centre is computed from the untrained encoder when fresh (a resumed run loads
+        it from the checkpoint)."""
+        width = int(model.encoder.num_features)  # type: ignore[arg-type]
+        centre = (
+            feature_centre(
+                model.encoder.to(device),
+                pixels,
+                size=config.image_size,
+                device=device,
+                normalization=model.normalization,
+            )
+            if fresh
+            else torch.ones(width)
+        )
+        return cls(centre, config.msc_temperature, config.msc_angular)
+
 
 class CutPasteObjective(Objective):
     """3-way cross-entropy: normal / cutpaste / scar views, classified from the projections; with
@@ -86,6 +149,7 @@ class CutPasteObjective(Objective):
         stages: ``feature_info`` indices of the maps the segmentation head reads (the detector's
             patch stages); needed when ``dense_weight`` > 0.
         channels: their summed channel count.
+        normalization: what the augmented views are normalised with (None: ImageNet's).
     """
 
     def __init__(
@@ -95,8 +159,10 @@ class CutPasteObjective(Objective):
         dense_weight: float = 0.0,
         stages: Sequence[int] = (),
         channels: int = 0,
+        normalization: Normalization | None = None,
     ) -> None:
         super().__init__()
+        self.normalization = normalization or Normalization()
         self.classifier = nn.Linear(in_dim, 3)
         self.dense_weight = dense_weight
         self.segmenter: nn.Module | None = None
@@ -113,7 +179,9 @@ class CutPasteObjective(Objective):
         self, images: Tensor, augment: Augment, generator: torch.Generator, total: int, offset: int
     ) -> Tensor:
         view = augment(images, generator, total=total, offset=offset)
-        batch = cutpaste_batch(view, generator, total=total, offset=offset)
+        batch = cutpaste_batch(
+            view, generator, total=total, offset=offset, normalization=self.normalization
+        )
         self.masks = batch.masks if self.segmenter is not None else None
         return batch.images  # 3b×3×S×S: normal, cutpaste, scar
 
@@ -124,6 +192,28 @@ class CutPasteObjective(Objective):
         if self.segmenter is None:
             return loss
         return loss + self.dense_weight * self.dense_loss(maps)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        model: SimCLRModel,
+        pixels: Tensor,
+        device: torch.device,
+        *,
+        fresh: bool,
+    ) -> Objective:
+        """With a dense weight, the segmentation head reads the detector's patch stages."""
+        if config.cutpaste_dense == 0:
+            return cls(model.head.out_dim, normalization=model.normalization)
+        stages = resolve_patch_stages(model.encoder, config.patch_stages or None)
+        return cls(
+            model.head.out_dim,
+            dense_weight=config.cutpaste_dense,
+            stages=stages,
+            channels=patch_channels(model.encoder, stages),
+            normalization=model.normalization,
+        )
 
     def dense_loss(self, maps: Sequence[Tensor]) -> Tensor:
         """Binary cross-entropy of the segmentation head on the maps (the first map's grid, the
@@ -141,13 +231,20 @@ class CutPasteObjective(Objective):
 
 @torch.no_grad()
 def feature_centre(
-    encoder: nn.Module, pixels: Tensor, *, size: int, device: torch.device, batch_size: int = 32
+    encoder: nn.Module,
+    pixels: Tensor,
+    *,
+    size: int,
+    device: torch.device,
+    normalization: Normalization | None = None,
+    batch_size: int = 32,
 ) -> Tensor:
     """Normalised mean of the normalised pooled features of uint8 N×3×H×W images (C,).
 
-    Images are resized to ``size`` (bilinear, antialiased) and the encoder runs in eval mode;
-    its training mode is restored afterwards.
+    Images are normalised with ``normalization`` (None: ImageNet's) and resized to ``size``
+    (bilinear, antialiased); the encoder runs in eval mode, its training mode restored afterwards.
     """
+    normalize = normalization or Normalization()
     was_training = encoder.training
     encoder.eval()
     total: Tensor | None = None
@@ -160,3 +257,40 @@ def feature_centre(
     if total is None:
         raise ValueError("no images to compute the feature centre from")
     return F.normalize(total, dim=0).cpu()
+
+
+OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
+    "simclr": SimCLRObjective,
+    "msc": MeanShiftedObjective,
+    "cutpaste": CutPasteObjective,
+}
+
+
+def build_objective(
+    config: TrainConfig,
+    model: SimCLRModel,
+    pixels: Tensor,
+    device: torch.device,
+    *,
+    fresh: bool,
+) -> Objective:
+    """The objective ``config.objective`` names, from :data:`OBJECTIVE_CLASSES`."""
+    if config.objective not in OBJECTIVE_CLASSES:
+        raise UserError(
+            f"unknown objective {config.objective!r}; valid: {', '.join(OBJECTIVE_CLASSES)}"
+        )
+    return OBJECTIVE_CLASSES[config.objective].from_config(
+        config, model, pixels, device, fresh=fresh
+    )
+
+
+def frozen_stage_count(config: TrainConfig, model: SimCLRModel) -> int:
+    """``frozen_stages``, with -1 resolved: 0 for simclr, the stages before stride 16 otherwise.
+
+    msc and cutpaste fine-tune pretrained features: the stem and the stages up to stride 8 stay
+    as pretrained (Reiss & Hoshen freeze ResNet's conv1 to layer2 the same way), so the stride-8
+    patch features keep their ImageNet meaning and only the stride-16 stage onwards adapts.
+    """
+    if config.frozen_stages >= 0:
+        return config.frozen_stages
+    return 0 if config.objective == "simclr" else first_stage_at_stride(model.encoder, 16)

@@ -1,31 +1,19 @@
-"""Orchestration: the named steps of a training run, composed from the pure modules below."""
+"""Orchestration: the named steps of a training run (``train``), composed from the modules below."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import safetensors
-import timm
 import torch
 
-from simclr_ad import __version__
-from simclr_ad.bundle import Bundle, load_bundle, prefixed, save_bundle, unprefixed
 from simclr_ad.checkpoint import load_checkpoint
-from simclr_ad.config import (
-    DEVICE_PATTERN,
-    TrainConfig,
-    apply_pretrained_recipe,
-    build_config,
-    dump_yaml,
-)
-from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
+from simclr_ad.config import TrainConfig, apply_pretrained_recipe, build_config, dump_yaml
+from simclr_ad.data.augment import create_augment
 from simclr_ad.data.images import display_path
 from simclr_ad.data.mvtec import (
     CategorySplit,
@@ -36,26 +24,16 @@ from simclr_ad.data.mvtec import (
 )
 from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import DecodedImages, decode_images
-from simclr_ad.detector import (
-    MIN_CROSSFIT_IMAGES,
-    Detector,
-    DetectorSettings,
-    detector_from_state,
-    detector_state,
-    fit_detector,
-)
+from simclr_ad.detector import MIN_CROSSFIT_IMAGES, Detector, DetectorSettings, fit_detector
+from simclr_ad.detector_bundle import model_metadata, model_spec, save_detector
+from simclr_ad.devices import resolve_device
 from simclr_ad.distributed import DistInfo, init_distributed, shutdown_distributed
 from simclr_ad.embeddings import Embedder
 from simclr_ad.errors import UserError
-from simclr_ad.models.backbone import first_stage_at_stride, freeze_stages
-from simclr_ad.models.simclr import ModelSpec, SimCLRModel, build_model
-from simclr_ad.objectives import (
-    CutPasteObjective,
-    MeanShiftedObjective,
-    Objective,
-    SimCLRObjective,
-    feature_centre,
-)
+from simclr_ad.models.backbone import freeze_stages
+from simclr_ad.models.simclr import SimCLRModel, build_model
+from simclr_ad.objectives import build_objective, frozen_stage_count
+from simclr_ad.preprocessing import Normalization
 from simclr_ad.progress import progress_bar
 from simclr_ad.run_folder import claim_run_folder
 from simclr_ad.selection import SELECTION_IMAGES, choose
@@ -80,24 +58,6 @@ class TrainResult:
     n_val: int
     history: tuple[dict[str, float], ...]
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable explicit device is a UserError."""
-    if not DEVICE_PATTERN.match(name):
-        raise UserError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device {name!r} requested but CUDA is not available here; use --device cpu"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(
-            f"device {name!r} requested but MPS is not available here; use --device cpu"
-        )
-    return device
 
 
 def config_for_resume(checkpoint_config: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
@@ -158,15 +118,6 @@ def check_calibration_images(config: TrainConfig, splits: list[CategorySplit]) -
                 f"images, val_fraction {config.val_fraction}); raise --val-fraction, add "
                 "images, or use --calibration crossfit"
             )
-
-
-def model_spec(config: TrainConfig) -> ModelSpec:
-    return ModelSpec(
-        backbone=config.backbone,
-        head_hidden=config.head_hidden,
-        head_out=config.head_out,
-        head_dropout=config.head_dropout,
-    )
 
 
 def detector_settings(config: TrainConfig) -> DetectorSettings:
@@ -268,41 +219,6 @@ def decode_train_val(
     return train, val
 
 
-def save_detector(
-    folder: Path, model: SimCLRModel, detector: Detector, metadata: dict[str, Any]
-) -> None:
-    """The complete detector as one bundle: model weights, scorer state, thresholds."""
-    scorer_tensors, detector_meta = detector_state(detector)
-    tensors = prefixed(model.state_dict(), "model.") | scorer_tensors
-    save_bundle(folder, Bundle(tensors, {**metadata, "detector": detector_meta}))
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedDetector:
-    """A bundle read back: the model, the detector around it, and the metadata."""
-
-    model: SimCLRModel
-    detector: Detector
-    metadata: dict[str, Any]
-
-
-def load_detector(folder: Path) -> LoadedDetector:
-    """Rebuild model and detector from ``RUN/model`` (no pickle, no training code state)."""
-    bundle = load_bundle(folder)
-    meta = bundle.metadata
-    if "detector" not in meta or "model" not in meta:
-        raise UserError(f"model bundle {folder} holds no detector (made by an older simclr-ad?)")
-    fields: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()
-    }
-    spec = ModelSpec(**fields)
-    model = build_model(spec, "none")
-    model.load_state_dict(unprefixed(bundle.tensors, "model."))
-    model.eval()
-    detector = detector_from_state(model, bundle.tensors, meta["detector"])
-    return LoadedDetector(model, detector, meta)
-
-
 def calibration_files(
     detector: Detector, train: dict[str, DecodedImages], root: Path
 ) -> dict[str, list[str]]:
@@ -336,48 +252,6 @@ def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeStat
         schedule_start=done if extending else int(checkpoint.get("schedule_start", 0)),
         objective=checkpoint.get("objective"),
     )
-
-
-def model_metadata(
-    config: TrainConfig,
-    categories: list[str],
-    train: list[Sample],
-    extra: dict[str, Any],
-    shapes: dict[str, tuple[int, int]] | None = None,
-) -> dict[str, Any]:
-    """The JSON half of the bundle: what is needed to rebuild and use the model."""
-    return {
-        "kind": "simclr-ad",
-        "model": dataclasses.asdict(model_spec(config)),
-        "preprocessing": {
-            "image_size": config.image_size,
-            "input_shapes": {c: list(hw) for c, hw in (shapes or {}).items()},
-            "decode": "8-bit RGB, EXIF orientation applied",
-            "resize": "bicubic, antialiased, to the category's input_shapes (height, width)",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-        },
-        "decision": {
-            "primary_scorer": config.primary,
-            "target_fpr": config.target_fpr,
-            "normalized_score": "score / threshold (1.0 = the threshold)",
-            "is_anomalous": "score >= threshold",
-        },
-        "categories": categories,
-        "training": {
-            "config": config.to_dict(),
-            "train_files_hash": file_list_hash(train, Path(config.data)),
-            **extra,
-        },
-        "versions": {
-            "simclr_ad": __version__,
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "safetensors": safetensors.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-    }
 
 
 def train(
@@ -453,7 +327,13 @@ def _run(
     torch.manual_seed(
         config.seed
     )  # the random init of the head (and of the encoder with weights=none)
-    model = build_model(model_spec(config), "none" if checkpoint else config.weights)
+    # a resumed run keeps its checkpoint's normalisation (ImageNet's before it was recorded)
+    normalization = (
+        Normalization.from_metadata(checkpoint.get("preprocessing"))
+        if checkpoint
+        else Normalization.for_backbone(config.backbone)
+    )
+    model = build_model(model_spec(config, normalization), "none" if checkpoint else config.weights)
     history = (
         _simclr_epochs(model, config, splits, device, dist, checkpoint, out)
         if config.epochs > 0
@@ -486,7 +366,12 @@ def _simclr_epochs(
     views are whole images at ``image_size``, or ``train_crop``-pixel crops at that resolution)."""
     train_samples = [s for split in splits for s in split.train]
     val_samples = [s for split in splits for s in split.val]
-    augment = create_augment(config.augment, config.image_size, crop=config.train_crop)
+    augment = create_augment(
+        config.augment,
+        config.image_size,
+        crop=config.train_crop,
+        normalization=model.normalization,
+    )
     # val is decoded too so that unreadable files are counted over the whole category
     decoded = decode_images(
         [*train_samples, *val_samples], augment.input_size, cache_dir=out
@@ -512,51 +397,12 @@ def _simclr_epochs(
         decoded.pixels,
         out / "checkpoints",
         resume=_resume_state(checkpoint, config) if checkpoint else None,
-        on_checkpoint=lambda _epoch: {"config": config.to_dict(), "data_hash": data_hash},
+        on_checkpoint=lambda _epoch: {
+            "config": config.to_dict(),
+            "data_hash": data_hash,
+            "preprocessing": model.normalization.to_dict(),
+        },
     )
-
-
-def frozen_stage_count(config: TrainConfig, model: SimCLRModel) -> int:
-    """``frozen_stages``, with -1 resolved: 0 for simclr, the stages before stride 16 otherwise.
-
-    msc and cutpaste fine-tune pretrained features: the stem and the stages up to stride 8 stay
-    as pretrained (Reiss & Hoshen freeze ResNet's conv1 to layer2 the same way), so the stride-8
-    patch features keep their ImageNet meaning and only the stride-16 stage onwards adapts.
-    """
-    if config.frozen_stages >= 0:
-        return config.frozen_stages
-    return 0 if config.objective == "simclr" else first_stage_at_stride(model.encoder, 16)
-
-
-def build_objective(
-    config: TrainConfig,
-    model: SimCLRModel,
-    pixels: torch.Tensor,
-    device: torch.device,
-    *,
-    fresh: bool,
-) -> Objective:
-    """The configured objective; msc's centre is computed from the untrained encoder when fresh
-    (a resumed run loads it from the checkpoint)."""
-    if config.objective == "msc":
-        width = int(model.encoder.num_features)  # type: ignore[arg-type]
-        centre = (
-            feature_centre(model.encoder.to(device), pixels, size=config.image_size, device=device)
-            if fresh
-            else torch.ones(width)
-        )
-        return MeanShiftedObjective(centre, config.msc_temperature, config.msc_angular)
-    if config.objective == "cutpaste":
-        if config.cutpaste_dense == 0:
-            return CutPasteObjective(model.head.out_dim)
-        patches = Embedder(model, config.patch_stages or None)  # the detector's stages, checked
-        return CutPasteObjective(
-            model.head.out_dim,
-            dense_weight=config.cutpaste_dense,
-            stages=patches.stages,
-            channels=patches.patch_dim,
-        )
-    return SimCLRObjective(config.temperature)
 
 
 def _fit_and_save(
@@ -596,5 +442,7 @@ def _fit_and_save(
         "auto_selection": selection,
     }
     categories = [split.category for split in splits]
-    metadata = model_metadata(config, categories, train_samples, extra, shapes)
+    metadata = model_metadata(
+        config, categories, train_samples, extra, shapes, normalization=model.normalization
+    )
     save_detector(out / "model", model.cpu(), detector, metadata)

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor
 
 from simclr_ad.calibration import Calibration, calibrate_threshold, normalize_scores
-from simclr_ad.data.augment import normalize
+from simclr_ad.detector_bundle import LoadedDetector, load_detector
 from simclr_ad.errors import UserError, require_extra
-from simclr_ad.pipeline import LoadedDetector, load_detector
+from simclr_ad.preprocessing import Normalization
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,7 @@ class OnnxPredictor(Predictor):
             self.shape = (int(shape[0]), int(shape[1]))
             self.categories = [str(self.metadata["category"])]
             self.calibration = Calibration.from_dict(self.metadata["calibration"])
+            self.normalization = Normalization.from_metadata(self.metadata.get("preprocessing"))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise UserError(
                 f"{path}: malformed simclr_ad metadata ({type(exc).__name__}: {exc})"
@@ -299,7 +300,7 @@ class OnnxPredictor(Predictor):
         return self.shape
 
     def predict(self, pixels: Tensor, category: str, *, maps: bool = False) -> list[Prediction]:
-        images = normalize(pixels).numpy()
+        images = self.normalization(pixels).numpy()
         scores, anomaly_maps = self.session.run(["score", "anomaly_map"], {"image": images})
         decision = self.decision(category)
         return _predictions(category, decision, scores, anomaly_maps if maps else None)

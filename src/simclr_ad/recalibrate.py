@@ -30,9 +30,9 @@ from torch import Tensor
 from simclr_ad.bundle import METADATA_FILE
 from simclr_ad.calibration import Calibration, calibrate_threshold
 from simclr_ad.data.images import display_path
+from simclr_ad.detector_bundle import LoadedDetector, load_detector, save_detector
 from simclr_ad.errors import UserError
 from simclr_ad.outputs import check_output_folder
-from simclr_ad.pipeline import LoadedDetector, load_detector, save_detector
 from simclr_ad.predict import collect_images, decode_or_reason
 from simclr_ad.predictor import bundle_folder, resolve_category
 from simclr_ad.progress import progress_bar

@@ -25,7 +25,6 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from simclr_ad.calibration import calibrate_threshold
-from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from simclr_ad.data.cutpaste import cutpaste, scar
 from simclr_ad.detector import (
     DetectorSettings,
@@ -34,7 +33,8 @@ from simclr_ad.detector import (
     fit_scorers,
     own_bank_patches,
 )
-from simclr_ad.embeddings import Embedder, Photometric, iter_embeddings
+from simclr_ad.embeddings import Embedder, iter_embeddings
+from simclr_ad.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Photometric, normalize
 
 log = logging.getLogger(__name__)
 

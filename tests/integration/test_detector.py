@@ -11,8 +11,8 @@ import simclr_ad.data.store as store
 from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.cli import main
 from simclr_ad.detector import DetectorSettings, fit_detector
+from simclr_ad.detector_bundle import load_detector
 from simclr_ad.models.simclr import ModelSpec, build_model
-from simclr_ad.pipeline import load_detector
 from tests.conftest import TINY_TRAIN
 
 DETECTOR = [

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.cli import main
 from simclr_ad.data.synthetic import generate_dataset
-from simclr_ad.pipeline import load_detector
+from simclr_ad.detector_bundle import load_detector
 from simclr_ad.predict import COLUMNS
 from simclr_ad.service import app as service_app
 from simclr_ad.service import server

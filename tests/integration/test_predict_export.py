@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from simclr_ad.cli import main
+from simclr_ad.detector_bundle import load_detector
 from simclr_ad.errors import UserError
-from simclr_ad.pipeline import load_detector
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

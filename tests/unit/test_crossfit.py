@@ -12,7 +12,8 @@ from simclr_ad.detector import (
     fit_scorers,
     fold_of,
 )
-from simclr_ad.embeddings import Photometric, flatten_patches
+from simclr_ad.embeddings import flatten_patches
+from simclr_ad.preprocessing import Photometric
 from simclr_ad.scoring.patch import PatchScorer
 
 

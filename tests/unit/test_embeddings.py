@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from simclr_ad.data.augment import normalize
-from simclr_ad.embeddings import Embedder, Photometric, default_patch_stages, iter_embeddings
+from simclr_ad.embeddings import Embedder, iter_embeddings
 from simclr_ad.errors import UserError
+from simclr_ad.models.backbone import default_patch_stages
 from simclr_ad.models.simclr import ModelSpec, build_model
+from simclr_ad.preprocessing import Normalization, normalize
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
@@ -35,25 +36,16 @@ def test_bad_patch_stages() -> None:
         Embedder(build_model(ModelSpec("resnet18")), stages=(2, 9))
 
 
-def test_gain_correction_undoes_a_darker_lamp() -> None:
-    g = torch.Generator().manual_seed(0)
-    bright = torch.randint(60, 200, (2, 3, 16, 16), generator=g, dtype=torch.uint8)
-    dark = (bright.float() * 0.8).round().to(torch.uint8)
-    photometric = Photometric.fit("gain", bright)
-    assert photometric.level == pytest.approx(bright.float().mean().item() / 255, rel=1e-5)
-    a, b = photometric.apply(normalize(bright)), photometric.apply(normalize(dark))
-    assert (a - b).abs().max() < 0.05  # rounding of the darker copy only
-    assert (normalize(bright) - normalize(dark)).abs().max() > 0.3
-
-
-def test_standardize_matches_contrast_and_none_is_identity() -> None:
-    g = torch.Generator().manual_seed(1)
-    image = torch.randint(60, 200, (1, 3, 16, 16), generator=g, dtype=torch.uint8)
-    flat = ((image.float() - 128) * 0.5 + 128).round().to(torch.uint8)  # lower contrast
-    photometric = Photometric.fit("standardize", image)
-    difference = photometric.apply(normalize(image)) - photometric.apply(normalize(flat))
-    assert difference.abs().max() < 0.1
-    x = normalize(image)
-    assert torch.equal(Photometric().apply(x), x)
-    with pytest.raises(UserError, match="photometric"):
-        Photometric.fit("auto", image)
+def test_features_take_the_models_normalisation() -> None:
+    """A model whose spec names 0.5/0.5 is fed images normalised with 0.5/0.5, not ImageNet's."""
+    spec = ModelSpec("resnet18", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    assert model.normalization == Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    (out,) = list(iter_embeddings(Embedder(model), pixels, device=torch.device("cpu")))
+    with torch.no_grad():
+        h = model.encoder(pixels.float() / 127.5 - 1.0)
+        h_imagenet = model.encoder(normalize(pixels))
+    torch.testing.assert_close(out.h, h, rtol=0, atol=1e-5)
+    assert (out.h - h_imagenet).abs().max() > 1e-3

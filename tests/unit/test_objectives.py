@@ -7,14 +7,17 @@ from torch import nn
 
 from simclr_ad.config import OBJECTIVES, build_config
 from simclr_ad.data.augment import create_augment
+from simclr_ad.errors import UserError
 from simclr_ad.models.simclr import ModelSpec, build_model
 from simclr_ad.objectives import (
+    OBJECTIVE_CLASSES,
     CutPasteObjective,
-    MeanShiftedObjective,
     SimCLRObjective,
+    build_objective,
     feature_centre,
+    frozen_stage_count,
 )
-from simclr_ad.pipeline import build_objective, frozen_stage_count
+from simclr_ad.preprocessing import Normalization, normalize
 
 
 def _images(n: int = 4, size: int = 40) -> torch.Tensor:
@@ -23,14 +26,46 @@ def _images(n: int = 4, size: int = 40) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
-def test_every_configured_objective_builds(name: str) -> None:
+def test_the_registry_is_what_config_validates_against() -> None:
+    assert tuple(OBJECTIVE_CLASSES) == OBJECTIVES
+    with pytest.raises(UserError, match=r"objective.*simclr, msc, cutpaste"):
+        build_config(objective="byol")
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVE_CLASSES))
+def test_every_registered_objective_builds_from_the_config(name: str) -> None:
     config = build_config(objective=name, image_size=32)
     model = build_model(ModelSpec("resnet18"), "none")
     objective = build_objective(config, model, _images(), torch.device("cpu"), fresh=True)
-    kind = {"simclr": SimCLRObjective, "msc": MeanShiftedObjective, "cutpaste": CutPasteObjective}
-    assert isinstance(objective, kind[name])
+    assert type(objective) is OBJECTIVE_CLASSES[name]
     assert frozen_stage_count(config, model) == (0 if name == "simclr" else 3)  # layer2 frozen
+    views = objective.inputs(
+        _images(n=2, size=40), create_augment("default", 8), torch.Generator(), 2, 0
+    )
+    assert views.shape[1:] == (3, 8, 8) and torch.isfinite(views).all()
+
+
+def test_an_unregistered_objective_is_refused_by_the_factory() -> None:
+    config = build_config()
+    object.__setattr__(config, "objective", "byol")  # past validation, as a future config might be
+    with pytest.raises(UserError, match="unknown objective 'byol'; valid: simclr, msc, cutpaste"):
+        build_objective(
+            config, build_model(ModelSpec("resnet18")), _images(), torch.device("cpu"), fresh=True
+        )
+
+
+def test_objectives_take_the_models_normalisation() -> None:
+    half = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    model = build_model(ModelSpec("resnet18", mean=half.mean, std=half.std), "none")
+    config = build_config(objective="cutpaste", image_size=32)
+    objective = build_objective(config, model, _images(), torch.device("cpu"), fresh=True)
+    assert isinstance(objective, CutPasteObjective) and objective.normalization == half
+    encoder = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))
+    images = _images(n=3, size=8)
+    centre = feature_centre(encoder, images, size=8, device=torch.device("cpu"), normalization=half)
+    with torch.no_grad():
+        h = F.normalize(encoder(images.float() / 127.5 - 1.0), dim=1)
+    torch.testing.assert_close(centre, F.normalize(h.mean(0), dim=0), rtol=0, atol=1e-5)
 
 
 def test_inputs_sizes() -> None:
@@ -102,8 +137,6 @@ def test_feature_centre_is_the_normalised_mean_of_normalised_features() -> None:
     encoder = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))
     images = _images(n=5, size=8)
     centre = feature_centre(encoder, images, size=8, device=torch.device("cpu"), batch_size=2)
-    from simclr_ad.data.augment import normalize
-
     with torch.no_grad():
         h = F.normalize(encoder(normalize(images)), dim=1)
     assert torch.allclose(centre, F.normalize(h.mean(0), dim=0), atol=1e-5)

@@ -2,7 +2,8 @@
 
 The caller decodes each image once and resizes it to ``input_size = image_size + 32`` (the
 write-up's ``Resize(size + 32)``); :class:`BatchAugment` turns a uint8 batch ``B×3×H×W`` into
-float32 views ``B×3×S×S`` (``S = image_size``), ImageNet-normalised, in this order:
+float32 views ``B×3×S×S`` (``S = image_size``), normalised with the model's mean/std
+(:mod:`simclr_ad.preprocessing`), in this order:
 
 1. random resized crop, horizontal/vertical flip and rotation about the centre of the crop, all
    composed into one per-sample affine grid and one bilinear ``F.grid_sample``; points that the
@@ -10,7 +11,7 @@ float32 views ``B×3×S×S`` (``S = image_size``), ImageNet-normalised, in this 
 2. colour jitter (brightness, contrast, saturation, hue), each sample in its own random order:
    per step one batched affine colour map and a clamp, plus an exact HSV hue shift of the
    samples whose op it is (:mod:`simclr_ad.data.color`);
-3. random grayscale; 4. Gaussian blur (separable, reflect padding); 5. ImageNet normalisation;
+3. random grayscale; 4. Gaussian blur (separable, reflect padding); 5. normalisation;
 6. random erasing with value 0 (after normalisation, as in torchvision).
 
 Grayscale, blur, hue and erasing touch only the samples that draw them. There is no Python loop
@@ -57,9 +58,8 @@ from torch import Tensor
 
 from simclr_ad.data import color
 from simclr_ad.errors import UserError
+from simclr_ad.preprocessing import Normalization
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_MARGIN = 32  # input_size = image_size + INPUT_MARGIN
 MAX_TRIES = 10  # torchvision's tries for crop and erasing boxes
 PUSH = 2.0**24  # grid shift per unit of distance outside the crop (see _sampling_grid)
@@ -356,16 +356,23 @@ class BatchAugment:
         image_size: Side S of the output views.
         input_size: Side the caller resizes images to before augmenting (``S + 32`` unless
             given; larger for crops at the detector's resolution, see :func:`create_augment`).
+        normalization: The model's input normalisation of the views (None: ImageNet's).
     """
 
     def __init__(
-        self, config: AugmentConfig, image_size: int, *, input_size: int | None = None
+        self,
+        config: AugmentConfig,
+        image_size: int,
+        *,
+        input_size: int | None = None,
+        normalization: Normalization | None = None,
     ) -> None:
         if image_size < 1:
             raise UserError(f"augmentation: image_size must be positive, got {image_size}")
         self.config = config
         self.image_size = image_size
         self.input_size = image_size + INPUT_MARGIN if input_size is None else input_size
+        self.normalization = normalization or Normalization()
 
     def __call__(
         self,
@@ -384,7 +391,7 @@ class BatchAugment:
             offset: Index of ``images[0]`` in the global batch.
 
         Returns:
-            float32 B×3×S×S views, ImageNet-normalised, on ``images.device``.
+            float32 B×3×S×S views, normalised (``normalization``), on ``images.device``.
         """
         batch, height, width = _check_images(images)
         total = batch if total is None else total
@@ -401,10 +408,16 @@ class BatchAugment:
         x = _color_jitter(x, params, self.config)
         x = _random_grayscale(x, params.grayscale)
         x = _random_blur(x, params.blur, params.sigma, self.config.blur_kernel)
-        return _random_erase(_normalize_float(x), params.erase, params.erase_box)
+        return _random_erase(self.normalization.normalize_(x), params.erase, params.erase_box)
 
 
-def create_augment(preset: str, image_size: int, *, crop: int = 0) -> BatchAugment:
+def create_augment(
+    preset: str,
+    image_size: int,
+    *,
+    crop: int = 0,
+    normalization: Normalization | None = None,
+) -> BatchAugment:
     """Builds the augmentation of a named preset (see :data:`PRESETS`).
 
     Args:
@@ -415,6 +428,7 @@ def create_augment(preset: str, image_size: int, *, crop: int = 0) -> BatchAugme
             each crop box covers about ``crop`` of those pixels (area ×0.8-1.25, the preset's
             aspect ratios, flips and rotation), so training sees the parts' fine structure at the
             scale the patch features are fitted at, for the cost of ``crop``-pixel images.
+        normalization: The model's input normalisation (None: ImageNet's).
 
     Raises:
         UserError: When the preset is unknown (the message lists the valid names), or ``crop``
@@ -426,24 +440,11 @@ def create_augment(preset: str, image_size: int, *, crop: int = 0) -> BatchAugme
     if not 0 <= crop <= image_size:
         raise UserError(f"augmentation: crop must be in [0, {image_size}], got {crop}")
     if crop == 0:
-        return BatchAugment(PRESETS[preset], image_size=image_size)
+        return BatchAugment(PRESETS[preset], image_size=image_size, normalization=normalization)
     input_size = image_size + INPUT_MARGIN
     native = (crop / input_size) ** 2
     config = replace(PRESETS[preset], crop_scale=(0.8 * native, min(1.0, 1.25 * native)))
-    return BatchAugment(config, image_size=crop, input_size=input_size)
-
-
-def normalize(images: Tensor) -> Tensor:
-    """ImageNet-normalises a uint8 batch without augmenting it.
-
-    Args:
-        images: uint8 B×3×H×W.
-
-    Returns:
-        float32 B×3×H×W.
-    """
-    _check_images(images)
-    return _normalize_float(images.float() / 255.0)
+    return BatchAugment(config, image_size=crop, input_size=input_size, normalization=normalization)
 
 
 def _check_images(images: Tensor) -> tuple[int, int, int]:
@@ -452,13 +453,6 @@ def _check_images(images: Tensor) -> tuple[int, int, int]:
         raise ValueError(f"expected uint8 B×3×H×W images, got {images.dtype} {tuple(images.shape)}")
     batch, _, height, width = images.shape
     return batch, height, width
-
-
-def _normalize_float(x: Tensor) -> Tensor:
-    """Normalises float images in [0, 1] in place."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
 
 
 def _resample(images: Tensor, params: AugmentParams, size: int) -> Tensor:

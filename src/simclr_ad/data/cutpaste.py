@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from simclr_ad.preprocessing import Normalization
 
 NORMAL, CUTPASTE, SCAR = 0, 1, 2  # the classes of the 3-way task
 AREA = (0.02, 0.15)
@@ -49,15 +49,22 @@ def _span(u: Tensor, bounds: tuple[float, float]) -> Tensor:
 
 
 def cutpaste(
-    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+    x: Tensor,
+    generator: torch.Generator,
+    *,
+    total: int | None = None,
+    offset: int = 0,
+    normalization: Normalization | None = None,
 ) -> Pasted:
     """Paste a jittered rectangle cut from each image elsewhere in it.
 
     Args:
-        x: B×3×H×W ImageNet-normalised float images (any device).
+        x: B×3×H×W normalised float images (any device).
         generator: CPU generator of the random parameters.
         total: size of the global batch the parameters are drawn for (default B).
         offset: index of ``x[0]`` in the global batch.
+        normalization: what ``x`` is normalised with (None: ImageNet's); the jitter acts on
+            the [0, 1] scale.
     """
     B, _, H, W = x.shape
     u = _draw(generator, total, offset, B, 8)
@@ -71,11 +78,16 @@ def cutpaste(
     top, left = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
     hh, ww = h.to(x.device).view(B, 1, 1), w.to(x.device).view(B, 1, 1)
     inside = (rows >= top) & (rows < top + hh) & (cols >= left) & (cols < left + ww)
-    return _paste(x, inside, shift=dst - src, jitter=u[:, 6:8])
+    return _paste(x, inside, shift=dst - src, jitter=u[:, 6:8], normalization=normalization)
 
 
 def scar(
-    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+    x: Tensor,
+    generator: torch.Generator,
+    *,
+    total: int | None = None,
+    offset: int = 0,
+    normalization: Normalization | None = None,
 ) -> Pasted:
     """Paste a thin, long, rotated rectangle cut from each image elsewhere in it (see cutpaste;
     the scar's size scales with the shorter side S)."""
@@ -97,7 +109,7 @@ def scar(
     across = -sin * (cols - cx) + cos * (rows - cy)
     half_l, half_w = (t.to(x.device).view(B, 1, 1) / 2 for t in (length, width))
     inside = (along.abs() < half_l) & (across.abs() < half_w)
-    return _paste(x, inside, shift=dst - src, jitter=u[:, 7:9])
+    return _paste(x, inside, shift=dst - src, jitter=u[:, 7:9], normalization=normalization)
 
 
 class CutPasteBatch(NamedTuple):
@@ -110,12 +122,18 @@ class CutPasteBatch(NamedTuple):
 
 
 def cutpaste_batch(
-    x: Tensor, generator: torch.Generator, *, total: int | None = None, offset: int = 0
+    x: Tensor,
+    generator: torch.Generator,
+    *,
+    total: int | None = None,
+    offset: int = 0,
+    normalization: Normalization | None = None,
 ) -> CutPasteBatch:
-    """The 3-way task's inputs, labels and defect masks for B normal views ``x``."""
+    """The 3-way task's inputs, labels and defect masks for B normal views ``x`` (normalised
+    with ``normalization``)."""
     B = x.shape[0]
-    pasted = cutpaste(x, generator, total=total, offset=offset)
-    scarred = scar(x, generator, total=total, offset=offset)
+    pasted = cutpaste(x, generator, total=total, offset=offset, normalization=normalization)
+    scarred = scar(x, generator, total=total, offset=offset, normalization=normalization)
     labels = torch.tensor([NORMAL, CUTPASTE, SCAR], device=x.device).repeat_interleave(B)
     masks = torch.cat([torch.zeros_like(pasted.masks), pasted.masks, scarred.masks])
     return CutPasteBatch(torch.cat([x, pasted.images, scarred.images]), labels, masks)
@@ -128,11 +146,17 @@ def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor
     return rows.view(1, height, 1), cols.view(1, 1, width)
 
 
-def _paste(x: Tensor, inside: Tensor, shift: Tensor, jitter: Tensor) -> Pasted:
+def _paste(
+    x: Tensor,
+    inside: Tensor,
+    shift: Tensor,
+    jitter: Tensor,
+    normalization: Normalization | None,
+) -> Pasted:
     """Copy pixel ``p - shift`` to every pixel ``p`` inside the mask, brightness/contrast jittered.
 
     Args:
-        x: B×3×H×W normalised images.
+        x: B×3×H×W images normalised with ``normalization`` (None: ImageNet's).
         inside: B×H×W bool, the destination region.
         shift: B×2 (rows, cols) from source to destination (CPU).
         jitter: B×2 uniform numbers for the brightness and contrast factors (CPU).
@@ -144,8 +168,9 @@ def _paste(x: Tensor, inside: Tensor, shift: Tensor, jitter: Tensor) -> Pasted:
     src_cols = (cols - dx).clamp(0, W - 1).expand(B, H, W)
     index = (src_rows * W + src_cols).long().view(B, 1, H * W).expand(B, C, H * W)
     source = x.flatten(2).gather(2, index).view(B, C, H, W)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    norm = normalization or Normalization()
+    mean = torch.tensor(norm.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     raw = source * std + mean
     brightness, contrast = (
         _span(t, (1 - JITTER, 1 + JITTER)).to(x.device, x.dtype).view(B, 1, 1, 1)

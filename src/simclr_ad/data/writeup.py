@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torchvision.transforms as T
 
-from simclr_ad.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from simclr_ad.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 def writeup_transform(size: int, *, resize: bool = True) -> T.Compose:

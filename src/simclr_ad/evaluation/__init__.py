@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
+from simclr_ad.detector_bundle import load_detector
 from simclr_ad.errors import UserError
 from simclr_ad.evaluation.outputs import OUTPUTS, format_tables, replacing_outputs, write_outputs
 from simclr_ad.evaluation.record import CategoryMetrics, EvaluationMetrics, ScorerMetrics, measure
 from simclr_ad.evaluation.scores import CategoryScores, ImageCounts, score_categories
-from simclr_ad.pipeline import load_detector
 from simclr_ad.report.page import REPORT_FILE
 
 __all__ = [

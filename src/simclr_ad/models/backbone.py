@@ -1,16 +1,19 @@
-"""Backbone factory: any timm model by name, with ImageNet, random or local-file weights."""
+"""Backbone factory: any timm model by name, with ImageNet, random or local-file weights; and its
+stages: freezing, the patch stages (stride 8 and 16 by default) and joining their maps."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 import timm
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from simclr_ad.errors import UserError
 
@@ -167,3 +170,53 @@ def freeze_stages(encoder: nn.Module, n: int) -> list[nn.Module]:
         for p in module.parameters(recurse=False):
             p.requires_grad_(False)
     return [m for m in frozen if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def join_maps(maps: Sequence[Tensor]) -> Tensor:
+    """Stage maps [B×C_i×h_i×w_i] -> B×(ΣC_i)×h_0×w_0: each brought to the first map's grid
+    (bilinear) and concatenated along channels."""
+    size = maps[0].shape[-2:]
+    resized = [
+        m
+        if m.shape[-2:] == size
+        else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        for m in maps
+    ]
+    return torch.cat(resized, dim=1)
+
+
+def default_patch_stages(encoder: nn.Module) -> tuple[int, ...]:
+    """Indices (into timm's ``feature_info``) of the first stages at stride 8 and 16."""
+    info = list(encoder.feature_info)  # type: ignore[arg-type]
+    stages = []
+    for stride in (8, 16):
+        match = next((i for i, f in enumerate(info) if f["reduction"] == stride), None)
+        if match is not None:
+            stages.append(match)
+    if len(stages) != 2:
+        listing = ", ".join(
+            f"{i}: {f['module']} (stride {f['reduction']})" for i, f in enumerate(info)
+        )
+        raise UserError(
+            f"cannot choose patch stages automatically; set patch_stages from: {listing}"
+        )
+    return tuple(stages)
+
+
+def resolve_patch_stages(encoder: nn.Module, stages: Sequence[int] | None) -> tuple[int, ...]:
+    """``stages`` checked against the backbone's ``feature_info`` (None or empty: stride 8
+    and 16, :func:`default_patch_stages`)."""
+    chosen = tuple(stages) if stages else default_patch_stages(encoder)
+    n_stages = len(list(encoder.feature_info))  # type: ignore[arg-type]
+    bad = [s for s in chosen if not 0 <= s < n_stages]
+    if bad:
+        raise UserError(
+            f"patch_stages {bad} out of range: the backbone has stages 0..{n_stages - 1}"
+        )
+    return chosen
+
+
+def patch_channels(encoder: nn.Module, stages: Sequence[int]) -> int:
+    """The summed channel count of the ``feature_info`` stages ``stages``."""
+    info = list(encoder.feature_info)  # type: ignore[arg-type]
+    return sum(int(info[s]["num_chs"]) for s in stages)

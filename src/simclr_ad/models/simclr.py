@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from simclr_ad.models.backbone import create_backbone
 from simclr_ad.models.head import ProjectionHead
+from simclr_ad.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Normalization
 
 
 class SimCLROutput(NamedTuple):
@@ -23,21 +24,35 @@ class SimCLROutput(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """What is needed to rebuild the model's modules (weights come separately)."""
+    """What is needed to rebuild the model's modules (weights come separately) and to feed it:
+    ``mean``/``std`` normalise its input (specs saved without them were ImageNet's)."""
 
     backbone: str
     head_hidden: tuple[int, ...] = (512, 256)
     head_out: int = 128
     head_dropout: tuple[float, ...] = (0.1, 0.05)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization.from_metadata({"mean": self.mean, "std": self.std})
 
 
 class SimCLRModel(nn.Module):
-    """Encoder + projection head, as in Chen et al. 2020."""
+    """Encoder + projection head, as in Chen et al. 2020; ``normalization``: what its input
+    images are normalised with (the backbone's pretrained mean/std)."""
 
-    def __init__(self, encoder: nn.Module, head: ProjectionHead) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: ProjectionHead,
+        normalization: Normalization | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.normalization = normalization or Normalization()
 
     def forward(self, x: Tensor, stages: Sequence[int] = ()) -> SimCLROutput:
         """B×3×H×W normalised images -> (h B×C, z B×D), plus the maps of the ``feature_info``
@@ -59,4 +74,4 @@ def build_model(spec: ModelSpec, weights: str = "none") -> SimCLRModel:
         out_dim=spec.head_out,
         dropout=spec.head_dropout,
     )
-    return SimCLRModel(encoder, head)
+    return SimCLRModel(encoder, head, spec.normalization)

@@ -297,7 +297,7 @@ def app_from_environment() -> FastAPI:
     """The app for ``uvicorn --factory`` (one per worker process), configured by variables."""
     import torch
 
-    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.devices import resolve_device
     from simclr_ad.predictor import OperatingPoint, open_predictor
 
     workers = max(1, int(os.environ.get("SIMCLR_AD_WORKERS", "1")))

@@ -121,7 +121,7 @@ def _serve_in_process(
 ) -> None:
     import uvicorn
 
-    from simclr_ad.pipeline import resolve_device
+    from simclr_ad.devices import resolve_device
     from simclr_ad.predictor import open_predictor
 
     predictor = open_predictor(model, resolve_device(device), point)

@@ -10,8 +10,6 @@ from torchvision.transforms import InterpolationMode
 
 import simclr_ad.data.augment as augment_module
 from simclr_ad.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PRESETS,
     AugmentConfig,
     BatchAugment,
@@ -20,10 +18,10 @@ from simclr_ad.data.augment import (
     _random_erase,
     create_augment,
     draw_params,
-    normalize,
 )
 from simclr_ad.data.writeup import writeup_transform
 from simclr_ad.errors import UserError
+from simclr_ad.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Normalization
 
 SIZE = 32  # output side; inputs are SIZE + 32 = 64 px
 
@@ -249,10 +247,19 @@ def test_default_preset_keeps_hue() -> None:
     assert (centre[:, 0] > centre[:, 1] + 0.2).all()
 
 
-def test_normalize_uses_imagenet_statistics() -> None:
-    black = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
-    expected = _normalized_value(0.0).view(1, 3, 1, 1).expand(2, 3, 4, 4)
-    torch.testing.assert_close(normalize(black), expected)
+def test_views_are_normalised_with_the_given_mean_and_std() -> None:
+    """The same random views, normalised with ImageNet's statistics or with 0.5/0.5 (timm's
+    tf_ backbones): equal on the [0, 1] scale wherever nothing was erased."""
+    images = _natural_images(8, side=SIZE + 32)
+    half = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    imagenet = create_augment("default", image_size=SIZE)(images, _generator(3))
+    other = create_augment("default", image_size=SIZE, normalization=half)(images, _generator(3))
+    kept = (imagenet != 0) & (other != 0)  # random erasing writes 0 after normalisation
+    assert kept.float().mean() > 0.9
+    torch.testing.assert_close(
+        half.denormalize(other)[kept], _denormalize(imagenet)[kept], rtol=0, atol=1e-5
+    )
+    assert (other - imagenet)[kept].abs().max() > 0.1  # the statistics did differ
 
 
 def test_unknown_preset_lists_valid_names() -> None:

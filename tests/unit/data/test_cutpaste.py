@@ -54,3 +54,19 @@ def test_shards_match_the_global_batch() -> None:
     whole = cutpaste(x, torch.Generator().manual_seed(5)).images
     part = cutpaste(x[3:], torch.Generator().manual_seed(5), total=6, offset=3).images
     assert torch.equal(whole[3:], part)
+
+
+def test_the_jitter_acts_on_the_raw_scale_of_the_given_normalisation() -> None:
+    """The same defect, pasted into images normalised with ImageNet's or with 0.5/0.5 statistics,
+    is the same defect once each is un-normalised with its own statistics."""
+    from simclr_ad.preprocessing import Normalization
+
+    raw = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(6))
+    imagenet, half = Normalization(), Normalization((0.5,) * 3, (0.5,) * 3)
+    for make in (cutpaste, scar):
+        a = make(imagenet.normalize_(raw.clone()), torch.Generator().manual_seed(7))
+        b = make(half.normalize_(raw.clone()), torch.Generator().manual_seed(7), normalization=half)
+        assert torch.equal(a.masks, b.masks)
+        torch.testing.assert_close(
+            half.denormalize(b.images), imagenet.denormalize(a.images), rtol=0, atol=1e-5
+        )
