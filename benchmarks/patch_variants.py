@@ -5,9 +5,11 @@ Usage:
     .venv/bin/python benchmarks/patch_variants.py --category kolektorsdd --cache /tmp/kol.pt \\
         --variants '[{"tag": "std", "std": true, "candidates": 10000, "coreset": 1.0}]'
 
-The maps of timm's ``efficientnet_lite0`` (ImageNet weights from ``../shared``) at stride 4, 8
-and 16 are computed once for ``train/good`` and ``test/*`` at the category's input shape (as
-``data.shape.choose_shape`` picks it), with the pipeline's photometric ``gain``, and cached;
+The maps of timm's ``efficientnet_lite0`` (ImageNet weights from ``../shared``; ``--backbone
+tf_efficientnet_lite0`` loads them into timm's TensorFlow-style twin, 0.5/0.5 normalisation and
+"same" padding) at stride 4, 8 and 16 are computed once for ``train/good`` and ``test/*`` at
+the category's input shape (as ``data.shape.choose_shape`` picks it), with the pipeline's
+photometric ``gain``, and cached;
 each variant then builds PatchCore-style features on the stride-8 grid (the stages it names,
 each averaged over a ``neighbourhood`` window), a bank from at most ``candidates`` random
 training patches (greedy coreset of ``coreset`` of them, 1.0 keeps all), the project's
@@ -40,17 +42,20 @@ from simclr_ad.data.mvtec import GOOD, Sample, list_images
 from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import decode_images
 from simclr_ad.metrics import tpr_at_fpr
+from simclr_ad.preprocessing import Normalization
 from simclr_ad.scoring.patch import PatchScorer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "efficientnet_lite0_imagenet.safetensors"
 STAGES = (1, 2, 3)  # efficientnet_lite0's feature_info: stride 4, 8, 16
 GRID = 2  # features on the stride-8 grid, as the pipeline's
-IMAGENET = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
 
 
-def cache_maps(root: Path, category: str, image_size: int, out: Path) -> dict[str, Any]:
-    """Stage maps (float16) of train/good and test/* at the category's input shape."""
+def cache_maps(
+    root: Path, category: str, image_size: int, backbone: str, out: Path
+) -> dict[str, Any]:
+    """Stage maps (float16) of train/good and test/* at the category's input shape, the images
+    normalised with ``backbone``'s mean/std (the shared weights load into either timm name)."""
     base = root / category
     train = [Sample(p, category, GOOD, 0) for p in list_images(base / "train" / GOOD)]
     test = [
@@ -59,12 +64,13 @@ def cache_maps(root: Path, category: str, image_size: int, out: Path) -> dict[st
         for p in list_images(d)
     ]
     shape = choose_shape(train, image_size, "auto")
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model(backbone, pretrained=False)
     model.load_state_dict(load_file(str(WEIGHTS)))
     model.eval()
     train_px = decode_images(train, shape).pixels
     level = float((train_px.float() / 255).mean())
-    mean, std = (v.view(1, 3, 1, 1) for v in IMAGENET)
+    norm = Normalization.for_backbone(backbone)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (norm.mean, norm.std))
 
     def maps(pixels: torch.Tensor) -> dict[int, torch.Tensor]:
         out: dict[int, list[torch.Tensor]] = {s: [] for s in STAGES}
@@ -159,6 +165,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "real")
     parser.add_argument("--category", default="kolektorsdd")
     parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--backbone", default="efficientnet_lite0", help="timm name of the weights")
     parser.add_argument("--cache", type=Path, required=True, help="stage maps (made if missing)")
     parser.add_argument("--variants", default='[{"tag": "base"}]', help="JSON list of variants")
     args = parser.parse_args()
@@ -166,7 +173,7 @@ def main() -> None:
     data = (
         torch.load(args.cache)
         if args.cache.exists()
-        else cache_maps(args.data, args.category, args.image_size, args.cache)
+        else cache_maps(args.data, args.category, args.image_size, args.backbone, args.cache)
     )
     for variant in json.loads(args.variants):
         if "stages" in variant:
