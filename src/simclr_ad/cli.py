@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from simclr_ad import __version__
 from simclr_ad.errors import UserError
 from simclr_ad.progress import log_above_bars
-from simclr_ad.train_flags import add_train_arguments, comma_list, config_overrides
+from simclr_ad.train_flags import (
+    add_train_arguments,
+    comma_list,
+    config_overrides,
+    refuse_research_flags,
+)
 
 if TYPE_CHECKING:
     from simclr_ad.config import TrainConfig
@@ -341,6 +346,11 @@ def _operating_point(args: argparse.Namespace) -> OperatingPoint:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        refuse_research_flags(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -411,7 +421,7 @@ def _train_config(
         from simclr_ad.pipeline import config_for_resume
 
         checkpoint = load_checkpoint(args.resume)
-        given = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {**base, **overrides}
         return config_for_resume(checkpoint["config"], given), checkpoint
     if need_data and not args.data and not base.get("data"):
         raise UserError("--data is required (the dataset root), unless --resume is given")
@@ -443,7 +453,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     config, _ = _train_config(args, need_data=False)
     config, recipe = apply_pretrained_recipe(config)
     sources = ["defaults", *([f"--config {args.config}"] if args.config else [])]
-    sources += [*(["--resume's checkpoint"] if args.resume else []), "flags"]
+    sources += ["--resume's checkpoint"] if args.resume else []
+    sources += [*(["--set"] if args.set else []), "flags"]
     print(f"# simclr-ad train's configuration: {' < '.join(sources)}")
     if recipe:
         changed = ", ".join(f"{k} {v}" for k, v in recipe.items())

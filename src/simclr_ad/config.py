@@ -1,8 +1,9 @@
 """Typed, frozen configuration: defaults, YAML files and CLI overrides, validated in one place.
 
-Precedence: dataclass defaults < ``--config FILE.yaml`` < explicit command-line flags.
-``--config`` also takes the name of a config file shipped inside the package
-(``--config pretrained-512``), so the documented recipes work from a wheel as from a clone.
+Precedence: dataclass defaults < ``--config FILE.yaml`` < ``--set KEY=VALUE`` < explicit
+command-line flags. ``--config`` also takes the name of a config file shipped inside the package
+(``--config pretrained-512``, ``--config experiments/bank-rotations``), so the documented recipes
+work from a wheel as from a clone.
 Unknown keys and out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key,
 the value and the valid choices. The resolved config is written next to every run (``config.yaml``).
 """
@@ -10,6 +11,7 @@ the value and the valid choices. The resolved config is written next to every ru
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -278,10 +280,36 @@ def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> Tra
     merged.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(merged) - set(fields))
     if unknown:
-        raise UserError(
-            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise UserError(_unknown_keys(unknown, fields))
     return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+
+
+def _unknown_keys(unknown: list[str], valid: Mapping[str, Any]) -> str:
+    """One line naming the unknown keys, the close matches of each, then every valid key."""
+    close = {key: difflib.get_close_matches(key, valid, n=3) for key in unknown}
+    hints = "; ".join(f"{k}: did you mean {' or '.join(m)}?" for k, m in close.items() if m)
+    return (
+        f"unknown config key(s) {', '.join(unknown)}"
+        + (f" ({hints})" if hints else "")
+        + f"; valid keys: {', '.join(sorted(valid))}"
+    )
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` values as a mapping; each VALUE read as a YAML scalar or list
+    (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``a,b``), later ones winning. Keys are checked by
+    ``build_config``."""
+    values: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set bank_rotations=2")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item}: not a YAML value: {str(exc).splitlines()[0]}") from None
+        values[key.strip()] = text if value is None else value
+    return values
 
 
 def apply_pretrained_recipe(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
@@ -328,8 +356,12 @@ def dump_yaml(config: TrainConfig) -> str:
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The config files shipped with the package, by name (the file name less ``.yaml``)."""
-    return {path.stem: path for path in sorted(SHIPPED_CONFIGS.glob("*.yaml"))}
+    """The config files shipped with the package, by name: the path under ``configs/`` less
+    ``.yaml`` (``default``, ``experiments/bank-rotations``)."""
+    return {
+        path.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix(): path
+        for path in sorted(SHIPPED_CONFIGS.rglob("*.yaml"), key=lambda p: (len(p.parts), p))
+    }
 
 
 def resolve_config_file(value: str) -> Path:
@@ -347,7 +379,8 @@ def resolve_config_file(value: str) -> Path:
     if value in shipped:
         return shipped[value]
     names = ", ".join(shipped)
-    if path.suffix.lower() not in (".yaml", ".yml") and len(path.parts) == 1:
+    shipped_like = len(path.parts) == 1 or path.parts[0] == "experiments"
+    if path.suffix.lower() not in (".yaml", ".yml") and shipped_like:
         raise UserError(f"--config {value}: no such file, nor a shipped config ({names})")
     if path.stem in shipped:
         raise UserError(
