@@ -412,10 +412,10 @@ def _train_config(
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The config ``train`` runs with, from ``--config``, the flags and ``--resume``'s
     checkpoint (returned too, read once), before the pretrained recipe."""
-    from simclr_ad.config import build_config, load_yaml, resolve_config_file
+    from simclr_ad.config import build_config, flat_keys, load_yaml, resolve_config_file
 
     overrides = config_overrides(args)
-    base = load_yaml(resolve_config_file(args.config)) if args.config else {}
+    base = flat_keys(load_yaml(resolve_config_file(args.config))) if args.config else {}
     if args.resume:  # torch is imported only here: `config` without it prints at once
         from simclr_ad.checkpoint import load_checkpoint
         from simclr_ad.pipeline import config_for_resume

@@ -4,8 +4,13 @@ Precedence: dataclass defaults < ``--config FILE.yaml`` < ``--set KEY=VALUE`` < 
 command-line flags. ``--config`` also takes the name of a config file shipped inside the package
 (``--config pretrained-512``, ``--config experiments/bank-rotations``), so the documented recipes
 work from a wheel as from a clone.
-Unknown keys and out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key,
-the value and the valid choices. The resolved config is written next to every run (``config.yaml``).
+
+The keys fall into sections (``SECTIONS``: data, model, loop, run, detector), each key in one:
+a file may be flat (``epochs: 3``, every ``RUN/config.yaml`` so far) or nested (``loop:`` then
+``epochs: 3``), and ``--set`` takes ``epochs=3`` or ``loop.epochs=3``. ``config.yaml`` is written
+flat, the form every run folder already holds and ``--resume`` reads. Unknown keys and
+out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key, the value and the
+valid choices. The resolved config is written next to every run (``config.yaml``).
 """
 
 from __future__ import annotations
@@ -108,12 +113,60 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _validate(self)
 
+    def section(self, name: str) -> dict[str, Any]:
+        """The keys of one section (``SECTIONS``) and their values, e.g. ``section("detector")``
+        is what ``detector.DetectorSettings.from_config`` is built from."""
+        return {key: getattr(self, key) for key in SECTIONS[name]}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-friendly dict (tuples become lists)."""
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
 
+
+# Every key in exactly one section (checked by a test): what the data loading, the model, the
+# training loop, the run and the detector each consume.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "categories", "auto", "val_fraction", "val_min", "image_size", "aspect"),
+    "model": ("backbone", "weights", "head_hidden", "head_out", "head_dropout"),
+    "loop": (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "temperature",
+        "augment",
+        "train_crop",
+        "objective",
+        "frozen_stages",
+        "msc_temperature",
+        "msc_angular",
+        "cutpaste_dense",
+    ),
+    "run": ("out", "device", "seed", "checkpoint_every", "amp", "compile"),
+    "detector": (
+        "scorers",
+        "primary",
+        "pooled",
+        "target_fpr",
+        "calibration",
+        "calibration_folds",
+        "knn_k",
+        "mahalanobis_covariance",
+        "patch_stages",
+        "coreset_ratio",
+        "max_patch_candidates",
+        "bank_rotations",
+        "patch_k",
+        "map_sigma",
+        "score_rule",
+        "topk_fraction",
+        "photometric",
+        "eval_batch_size",
+    ),
+}
+SECTION_OF = {key: name for name, keys in SECTIONS.items() for key in keys}
 
 _TUPLE_ELEMENTS: dict[str, type] = {"patch_stages": int}
 
@@ -276,12 +329,38 @@ def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> Tra
     ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given".
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    merged: dict[str, Any] = dict(base or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    merged = flat_keys(base or {})
+    merged.update(flat_keys({k: v for k, v in overrides.items() if v is not None}))
     unknown = sorted(set(merged) - set(fields))
     if unknown:
         raise UserError(_unknown_keys(unknown, fields))
     return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+
+
+def flat_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested sections (``detector: {patch_k: 3}``) and dotted keys (``detector.patch_k``) as
+    the flat keys of ``TrainConfig``; flat keys pass as they are, unknown ones are left for
+    ``build_config`` to name.
+
+    Raises:
+        UserError: for a key under a section it does not belong to, naming its own section.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        section, dot, name = str(key).partition(".")
+        if not dot and section in SECTIONS and isinstance(value, Mapping):
+            items = {f"{section}.{k}": v for k, v in value.items()}
+            flat.update(flat_keys(items))
+            continue
+        if dot and section in SECTIONS:
+            if name in SECTION_OF and SECTION_OF[name] != section:
+                raise UserError(
+                    f"config key {key}: {name} is in the {SECTION_OF[name]} section "
+                    f"({SECTION_OF[name]}.{name})"
+                )
+            key = name
+        flat[key] = value
+    return flat
 
 
 def _unknown_keys(unknown: list[str], valid: Mapping[str, Any]) -> str:

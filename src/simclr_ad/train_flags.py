@@ -20,6 +20,7 @@ from simclr_ad.config import (
     SCORE_RULES,
     SCORER_NAMES,
     TrainConfig,
+    flat_keys,
     parse_set,
     shipped_configs,
 )
@@ -246,7 +247,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    return {**parse_set(getattr(args, "set", None)), **flags}
+    return {**flat_keys(parse_set(getattr(args, "set", None))), **flags}
 
 
 # Flags that measured as not helping (BENCHMARKS.md, "What was tried and did not become a

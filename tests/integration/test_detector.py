@@ -27,7 +27,7 @@ DETECTOR = [
     "--set",
     "patch_k=2",
     "--set",
-    "topk_fraction=0.02",
+    "detector.topk_fraction=0.02",
 ]
 
 
