@@ -125,8 +125,9 @@ class TrainConfig:
         }
 
 
-# Every key in exactly one section (checked by a test): what the data loading, the model, the
-# training loop, the run and the detector each consume.
+# Every key in exactly one section (checked by a test): what the data loading, the model
+# (``models.simclr.ModelSpec``), the training loop (``training.LoopSettings``), the run and the
+# detector (``detector.DetectorSettings``) each consume.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("data", "categories", "auto", "val_fraction", "val_min", "image_size", "aspect"),
     "model": ("backbone", "weights", "head_hidden", "head_out", "head_dropout"),
@@ -143,8 +144,11 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "msc_temperature",
         "msc_angular",
         "cutpaste_dense",
+        "checkpoint_every",
+        "amp",
+        "compile",
     ),
-    "run": ("out", "device", "seed", "checkpoint_every", "amp", "compile"),
+    "run": ("out", "device", "seed"),
     "detector": (
         "scorers",
         "primary",

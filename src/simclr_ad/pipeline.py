@@ -353,17 +353,7 @@ def _simclr_epochs(
     data_hash = file_list_hash(train_samples, Path(config.data))
     if checkpoint is not None and checkpoint.get("data_hash") not in (None, data_hash):
         log.warning("the training files differ from those of the checkpoint")
-    settings = LoopSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        temperature=config.temperature,
-        seed=config.seed,
-        checkpoint_every=config.checkpoint_every,
-        amp=config.amp,
-        compile=config.compile,
-    )
+    settings = LoopSettings.from_config(config)
     frozen_norms = freeze_stages(model.encoder, frozen_stage_count(config, model))
     objective = build_objective(config, model, decoded.pixels, device, fresh=checkpoint is None)
     trainer = Trainer(model, augment, settings, device, dist, objective, frozen_norms)

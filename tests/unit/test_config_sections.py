@@ -90,3 +90,36 @@ def test_an_old_flat_run_config_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(TrainConfig().to_dict(), sort_keys=False))
     assert build_config(load_yaml(path)) == TrainConfig()
+
+
+def test_the_loop_settings_are_the_loop_section_and_the_seed() -> None:
+    from simclr_ad.training import LoopSettings
+
+    config = build_config(epochs=3, batch_size=16, lr=1e-3, seed=9, amp=False, checkpoint_every=2)
+    loop = LoopSettings.from_config(config)
+    assert (loop.epochs, loop.batch_size, loop.lr, loop.seed, loop.amp, loop.checkpoint_every) == (
+        3,
+        16,
+        1e-3,
+        9,
+        False,
+        2,
+    )
+    own = {f.name for f in dataclasses.fields(LoopSettings)}
+    assert own - {"seed"} <= set(SECTIONS["loop"])
+
+
+def test_the_model_spec_is_the_model_section_and_its_normalisation() -> None:
+    from simclr_ad.detector_bundle import model_spec
+    from simclr_ad.models.simclr import ModelSpec
+
+    config = build_config(head_hidden=[64], head_out=32, head_dropout=[0.2], weights="none")
+    spec = model_spec(config)
+    assert (spec.backbone, spec.head_hidden, spec.head_out, spec.head_dropout) == (
+        "resnet18",
+        (64,),
+        32,
+        (0.2,),
+    )
+    own = {f.name for f in dataclasses.fields(ModelSpec)}
+    assert own == set(SECTIONS["model"]) - {"weights"} | {"mean", "std"}
