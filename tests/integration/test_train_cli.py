@@ -130,7 +130,10 @@ def test_epochs_zero_saves_initial_encoder(tiny_data: Path, tmp_path: Path, caps
             ["--data", "{data}", "--augment", "strong"],
             "argument --augment: invalid choice: 'strong'",
         ),
-        (["--data", "{data}", "--config", "{tmp}/bad.yaml"], "unknown config key(s) epoch;"),
+        (
+            ["--data", "{data}", "--config", "{tmp}/bad.yaml"],
+            "unknown config key(s) epoch (epoch: did you mean epochs?);",
+        ),
         (
             ["--data", "{data}", "--weights", "{tmp}/w.safetensors"],
             "weights file {tmp}/w.safetensors does not exist",
