@@ -43,7 +43,7 @@ from simclr_ad.detector import Detection, DetectorSettings, fit_detector
 from simclr_ad.detector_bundle import model_spec
 from simclr_ad.metrics import image_metrics
 from simclr_ad.models.simclr import SimCLRModel, build_model
-from simclr_ad.pipeline import decode_train_val, detector_settings, load_splits
+from simclr_ad.pipeline import decode_train_val, load_splits
 
 CATEGORY = "screw"
 BORDER_FRACTION = 0.05  # a peak within 5% of the side from an edge is "on the border"
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         values |= load_yaml(resolve_config_file(args.config))
     values |= {"categories": [CATEGORY], "epochs": 0, "weights": str(EFFICIENTNET)}
     config = build_config(values, data=str(args.data), out="/nonexistent", device="cpu")
-    settings = detector_settings(config)
+    settings = DetectorSettings.from_config(config)
     model = build_model(model_spec(config), config.weights).eval()
     (split,) = load_splits(config)
     train, val = decode_train_val([split], config.image_size)

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from simclr_ad import __version__
 from simclr_ad.errors import UserError
 from simclr_ad.progress import log_above_bars
-from simclr_ad.train_flags import add_train_arguments, comma_list, config_overrides
+from simclr_ad.train_flags import (
+    add_train_arguments,
+    comma_list,
+    config_overrides,
+    refuse_research_flags,
+)
 
 if TYPE_CHECKING:
     from simclr_ad.config import TrainConfig
@@ -341,6 +346,11 @@ def _operating_point(args: argparse.Namespace) -> OperatingPoint:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        refuse_research_flags(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -402,16 +412,16 @@ def _train_config(
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The config ``train`` runs with, from ``--config``, the flags and ``--resume``'s
     checkpoint (returned too, read once), before the pretrained recipe."""
-    from simclr_ad.config import build_config, load_yaml, resolve_config_file
+    from simclr_ad.config import build_config, flat_keys, load_yaml, resolve_config_file
 
     overrides = config_overrides(args)
-    base = load_yaml(resolve_config_file(args.config)) if args.config else {}
+    base = flat_keys(load_yaml(resolve_config_file(args.config))) if args.config else {}
     if args.resume:  # torch is imported only here: `config` without it prints at once
         from simclr_ad.checkpoint import load_checkpoint
         from simclr_ad.pipeline import config_for_resume
 
         checkpoint = load_checkpoint(args.resume)
-        given = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {**base, **overrides}
         return config_for_resume(checkpoint["config"], given), checkpoint
     if need_data and not args.data and not base.get("data"):
         raise UserError("--data is required (the dataset root), unless --resume is given")
@@ -443,7 +453,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     config, _ = _train_config(args, need_data=False)
     config, recipe = apply_pretrained_recipe(config)
     sources = ["defaults", *([f"--config {args.config}"] if args.config else [])]
-    sources += [*(["--resume's checkpoint"] if args.resume else []), "flags"]
+    sources += ["--resume's checkpoint"] if args.resume else []
+    sources += [*(["--set"] if args.set else []), "flags"]
     print(f"# simclr-ad train's configuration: {' < '.join(sources)}")
     if recipe:
         changed = ", ".join(f"{k} {v}" for k, v in recipe.items())

@@ -1,15 +1,22 @@
 """Typed, frozen configuration: defaults, YAML files and CLI overrides, validated in one place.
 
-Precedence: dataclass defaults < ``--config FILE.yaml`` < explicit command-line flags.
-``--config`` also takes the name of a config file shipped inside the package
-(``--config pretrained-512``), so the documented recipes work from a wheel as from a clone.
-Unknown keys and out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key,
-the value and the valid choices. The resolved config is written next to every run (``config.yaml``).
+Precedence: dataclass defaults < ``--config FILE.yaml`` < ``--set KEY=VALUE`` < explicit
+command-line flags. ``--config`` also takes the name of a config file shipped inside the package
+(``--config pretrained-512``, ``--config experiments/bank-rotations``), so the documented recipes
+work from a wheel as from a clone.
+
+The keys fall into sections (``SECTIONS``: data, model, loop, run, detector), each key in one:
+a file may be flat (``epochs: 3``, every ``RUN/config.yaml`` so far) or nested (``loop:`` then
+``epochs: 3``), and ``--set`` takes ``epochs=3`` or ``loop.epochs=3``. ``config.yaml`` is written
+flat, the form every run folder already holds and ``--resume`` reads. Unknown keys and
+out-of-range values raise :class:`~simclr_ad.errors.UserError` naming the key, the value and the
+valid choices. The resolved config is written next to every run (``config.yaml``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -106,12 +113,64 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _validate(self)
 
+    def section(self, name: str) -> dict[str, Any]:
+        """The keys of one section (``SECTIONS``) and their values, e.g. ``section("detector")``
+        is what ``detector.DetectorSettings.from_config`` is built from."""
+        return {key: getattr(self, key) for key in SECTIONS[name]}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-friendly dict (tuples become lists)."""
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
 
+
+# Every key in exactly one section (checked by a test): what the data loading, the model
+# (``models.simclr.ModelSpec``), the training loop (``training.LoopSettings``), the run and the
+# detector (``detector.DetectorSettings``) each consume.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "categories", "auto", "val_fraction", "val_min", "image_size", "aspect"),
+    "model": ("backbone", "weights", "head_hidden", "head_out", "head_dropout"),
+    "loop": (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "temperature",
+        "augment",
+        "train_crop",
+        "objective",
+        "frozen_stages",
+        "msc_temperature",
+        "msc_angular",
+        "cutpaste_dense",
+        "checkpoint_every",
+        "amp",
+        "compile",
+    ),
+    "run": ("out", "device", "seed"),
+    "detector": (
+        "scorers",
+        "primary",
+        "pooled",
+        "target_fpr",
+        "calibration",
+        "calibration_folds",
+        "knn_k",
+        "mahalanobis_covariance",
+        "patch_stages",
+        "coreset_ratio",
+        "max_patch_candidates",
+        "bank_rotations",
+        "patch_k",
+        "map_sigma",
+        "score_rule",
+        "topk_fraction",
+        "photometric",
+        "eval_batch_size",
+    ),
+}
+SECTION_OF = {key: name for name, keys in SECTIONS.items() for key in keys}
 
 _TUPLE_ELEMENTS: dict[str, type] = {"patch_stages": int}
 
@@ -274,14 +333,66 @@ def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> Tra
     ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given".
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    merged: dict[str, Any] = dict(base or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    merged = flat_keys(base or {})
+    merged.update(flat_keys({k: v for k, v in overrides.items() if v is not None}))
     unknown = sorted(set(merged) - set(fields))
     if unknown:
-        raise UserError(
-            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise UserError(_unknown_keys(unknown, fields))
     return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+
+
+def flat_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested sections (``detector: {patch_k: 3}``) and dotted keys (``detector.patch_k``) as
+    the flat keys of ``TrainConfig``; flat keys pass as they are, unknown ones are left for
+    ``build_config`` to name.
+
+    Raises:
+        UserError: for a key under a section it does not belong to, naming its own section.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        section, dot, name = str(key).partition(".")
+        if not dot and section in SECTIONS and isinstance(value, Mapping):
+            items = {f"{section}.{k}": v for k, v in value.items()}
+            flat.update(flat_keys(items))
+            continue
+        if dot and section in SECTIONS:
+            if name in SECTION_OF and SECTION_OF[name] != section:
+                raise UserError(
+                    f"config key {key}: {name} is in the {SECTION_OF[name]} section "
+                    f"({SECTION_OF[name]}.{name})"
+                )
+            key = name
+        flat[key] = value
+    return flat
+
+
+def _unknown_keys(unknown: list[str], valid: Mapping[str, Any]) -> str:
+    """One line naming the unknown keys, the close matches of each, then every valid key."""
+    close = {key: difflib.get_close_matches(key, valid, n=3) for key in unknown}
+    hints = "; ".join(f"{k}: did you mean {' or '.join(m)}?" for k, m in close.items() if m)
+    return (
+        f"unknown config key(s) {', '.join(unknown)}"
+        + (f" ({hints})" if hints else "")
+        + f"; valid keys: {', '.join(sorted(valid))}"
+    )
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` values as a mapping; each VALUE read as a YAML scalar or list
+    (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``a,b``), later ones winning. Keys are checked by
+    ``build_config``."""
+    values: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set bank_rotations=2")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item}: not a YAML value: {str(exc).splitlines()[0]}") from None
+        values[key.strip()] = text if value is None else value
+    return values
 
 
 def apply_pretrained_recipe(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
@@ -328,8 +439,12 @@ def dump_yaml(config: TrainConfig) -> str:
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The config files shipped with the package, by name (the file name less ``.yaml``)."""
-    return {path.stem: path for path in sorted(SHIPPED_CONFIGS.glob("*.yaml"))}
+    """The config files shipped with the package, by name: the path under ``configs/`` less
+    ``.yaml`` (``default``, ``experiments/bank-rotations``)."""
+    return {
+        path.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix(): path
+        for path in sorted(SHIPPED_CONFIGS.rglob("*.yaml"), key=lambda p: (len(p.parts), p))
+    }
 
 
 def resolve_config_file(value: str) -> Path:
@@ -347,7 +462,8 @@ def resolve_config_file(value: str) -> Path:
     if value in shipped:
         return shipped[value]
     names = ", ".join(shipped)
-    if path.suffix.lower() not in (".yaml", ".yml") and len(path.parts) == 1:
+    shipped_like = len(path.parts) == 1 or path.parts[0] == "experiments"
+    if path.suffix.lower() not in (".yaml", ".yml") and shipped_like:
         raise UserError(f"--config {value}: no such file, nor a shipped config ({names})")
     if path.stem in shipped:
         raise UserError(

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from simclr_ad.scoring.factory import create_scorer, scorer_class
 from simclr_ad.scoring.patch import PatchScorer
 from simclr_ad.scoring.registry import DEFAULT_SCORE_RULE, DEFAULT_SCORERS, SCORERS
 
+if TYPE_CHECKING:
+    from simclr_ad.config import TrainConfig
+
 log = logging.getLogger(__name__)
 
 POOLED = "__pooled__"
@@ -36,7 +39,9 @@ POOLED = "__pooled__"
 
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
-    """What the detector is made of; stored in ``model.json`` to rebuild it."""
+    """What the detector is made of; stored in ``model.json`` to rebuild it. The config's
+    ``detector`` section (``from_config``), with the input size and seed it shares with training;
+    ``batch_size`` is the section's ``eval_batch_size``."""
 
     image_size: int
     scorers: tuple[str, ...] = DEFAULT_SCORERS
@@ -58,6 +63,13 @@ class DetectorSettings:
     seed: int = 0
     calibration: str = "crossfit"  # or "holdout": thresholds from a held-out split
     calibration_folds: int = 5
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> DetectorSettings:
+        """The detector section of ``config`` as the detector consumes it."""
+        section = config.section("detector")
+        batch_size = section.pop("eval_batch_size")
+        return cls(image_size=config.image_size, seed=config.seed, batch_size=batch_size, **section)
 
     def to_dict(self) -> dict[str, Any]:
         return {

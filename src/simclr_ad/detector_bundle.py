@@ -28,14 +28,9 @@ def model_spec(config: TrainConfig, normalization: Normalization | None = None) 
     """The model of ``config``, its input normalised with ``normalization`` (None: the
     backbone's pretrained mean/std)."""
     norm = normalization or Normalization.for_backbone(config.backbone)
-    return ModelSpec(
-        backbone=config.backbone,
-        head_hidden=config.head_hidden,
-        head_out=config.head_out,
-        head_dropout=config.head_dropout,
-        mean=norm.mean,
-        std=norm.std,
-    )
+    architecture = config.section("model")
+    del architecture["weights"]  # the initial weights: loaded into the model, not part of it
+    return ModelSpec(**architecture, mean=norm.mean, std=norm.std)
 
 
 def model_metadata(

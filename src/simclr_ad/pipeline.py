@@ -120,32 +120,6 @@ def check_calibration_images(config: TrainConfig, splits: list[CategorySplit]) -
             )
 
 
-def detector_settings(config: TrainConfig) -> DetectorSettings:
-    """The detector half of the config."""
-    return DetectorSettings(
-        image_size=config.image_size,
-        scorers=config.scorers,
-        primary=config.primary,
-        pooled=config.pooled,
-        target_fpr=config.target_fpr,
-        knn_k=config.knn_k,
-        mahalanobis_covariance=config.mahalanobis_covariance,
-        patch_stages=config.patch_stages,
-        coreset_ratio=config.coreset_ratio,
-        max_patch_candidates=config.max_patch_candidates,
-        bank_rotations=config.bank_rotations,
-        patch_k=config.patch_k,
-        map_sigma=config.map_sigma,
-        score_rule=config.score_rule,
-        topk_fraction=config.topk_fraction,
-        photometric=config.photometric,
-        batch_size=config.eval_batch_size,
-        seed=config.seed,
-        calibration=config.calibration,
-        calibration_folds=config.calibration_folds,
-    )
-
-
 def input_shapes(
     config: TrainConfig,
     splits: list[CategorySplit],
@@ -379,17 +353,7 @@ def _simclr_epochs(
     data_hash = file_list_hash(train_samples, Path(config.data))
     if checkpoint is not None and checkpoint.get("data_hash") not in (None, data_hash):
         log.warning("the training files differ from those of the checkpoint")
-    settings = LoopSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        temperature=config.temperature,
-        seed=config.seed,
-        checkpoint_every=config.checkpoint_every,
-        amp=config.amp,
-        compile=config.compile,
-    )
+    settings = LoopSettings.from_config(config)
     frozen_norms = freeze_stages(model.encoder, frozen_stage_count(config, model))
     objective = build_objective(config, model, decoded.pixels, device, fresh=checkpoint is None)
     trainer = Trainer(model, augment, settings, device, dist, objective, frozen_norms)
@@ -416,7 +380,7 @@ def _fit_and_save(
 ) -> None:
     """Fit the scorers on train good images, calibrate their thresholds, save ``RUN/model``."""
     out = Path(config.out)
-    settings = detector_settings(config)
+    settings = DetectorSettings.from_config(config)
     choices, selection = select_candidates(model, config, splits, settings, recipe, device)
     shapes = input_shapes(config, splits, choices)
     train, val = decode_train_val(splits, shapes, cache_dir=out)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from simclr_ad.config import (
     ASPECTS,
     AUGMENT_PRESETS,
-    BANK_ROTATIONS,
     CALIBRATIONS,
     OBJECTIVES,
     PHOTOMETRIC_MODES,
@@ -20,8 +20,11 @@ from simclr_ad.config import (
     SCORE_RULES,
     SCORER_NAMES,
     TrainConfig,
+    flat_keys,
+    parse_set,
     shipped_configs,
 )
+from simclr_ad.errors import UserError
 
 D = TrainConfig()
 
@@ -60,7 +63,16 @@ def add_train_arguments(p: argparse.ArgumentParser, *, out_required: bool = True
     p.add_argument(
         "--config",
         help="YAML file of config values, or the name of a shipped one: "
-        f"{', '.join(shipped_configs())} (default: none; flags override it)",
+        f"{', '.join(n for n in shipped_configs() if '/' not in n)}, experiments/NAME (the "
+        "measured research settings) (default: none; --set and flags override it)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any config key, repeatable: --set bank_rotations=2 --set patch_stages=[1,2]; "
+        "the research settings have no flag of their own (`simclr-ad config` lists every key); "
+        "precedence: defaults < --config < --set < flags (default: none)",
     )
     p.add_argument("--epochs", type=int, help=f"SimCLR training epochs ({_recipe('epochs')})")
     p.add_argument(
@@ -87,12 +99,6 @@ def add_train_arguments(p: argparse.ArgumentParser, *, out_required: bool = True
         help="SimCLR views: seed (the write-up's list) | default (keeps what defects look "
         f"like) (default: {D.augment})",
     )
-    p.add_argument(
-        "--train-crop",
-        type=int,
-        help="train on crops of this many pixels at --image-size's resolution instead of on "
-        f"whole images (0); the detector still sees whole images (default: {D.train_crop})",
-    )
     p.add_argument("--lr", type=float, help=f"peak learning rate, AdamW (default: {D.lr:g})")
     p.add_argument(
         "--temperature", type=float, help=f"NT-Xent temperature (default: {D.temperature:g})"
@@ -113,17 +119,6 @@ def add_train_arguments(p: argparse.ArgumentParser, *, out_required: bool = True
         "--msc-temperature",
         type=float,
         help=f"mean-shifted loss temperature (default: {D.msc_temperature:g})",
-    )
-    p.add_argument(
-        "--msc-angular",
-        type=float,
-        help=f"weight of msc's angular-centre term (default: {D.msc_angular:g})",
-    )
-    p.add_argument(
-        "--cutpaste-dense",
-        type=float,
-        help="cutpaste: weight of a per-location loss that learns where the defect was pasted, "
-        f"on the detector's patch stages; 0: off (default: {D.cutpaste_dense:g})",
     )
     p.add_argument(
         "--val-fraction",
@@ -238,36 +233,54 @@ def _add_detector_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the stride-8 and stride-16 stages)",
     )
     d.add_argument(
-        "--patch-k", type=int, help=f"bank neighbours averaged per patch (default: {D.patch_k})"
-    )
-    d.add_argument(
-        "--bank-rotations",
-        type=int,
-        choices=BANK_ROTATIONS,
-        help="the patch bank also sees the training images turned by 180° (2) or by 90, 180 and "
-        f"270° (4), for parts that lie at any angle (default: {D.bank_rotations})",
-    )
-    d.add_argument(
-        "--map-sigma",
-        type=float,
-        help=f"Gaussian smoothing of the anomaly maps, pixels (default: {D.map_sigma:g})",
-    )
-    d.add_argument(
         "--score-rule",
         choices=SCORE_RULES,
         help=f"image score from its anomaly map: max | topk_mean ({_recipe('score_rule')})",
     )
-    d.add_argument(
-        "--topk-fraction",
-        type=float,
-        help=f"share of map pixels topk_mean averages (default: {D.topk_fraction:g})",
-    )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys given as flags (argparse's None means "not given")."""
-    return {
+    """The config keys given as ``--set KEY=VALUE`` and then as flags, flags winning (argparse's
+    None means "not given")."""
+    flags = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
-        if hasattr(args, f.name)
+        if getattr(args, f.name, None) is not None
     }
+    return {**flat_keys(parse_set(getattr(args, "set", None))), **flags}
+
+
+# Flags that measured as not helping (BENCHMARKS.md, "What was tried and did not become a
+# default"): config keys still, set with --set or a file under configs/experiments/.
+RESEARCH_FLAGS: dict[str, str] = {
+    "--bank-rotations": "bank_rotations",
+    "--train-crop": "train_crop",
+    "--cutpaste-dense": "cutpaste_dense",
+    "--msc-angular": "msc_angular",
+    "--patch-k": "patch_k",
+    "--topk-fraction": "topk_fraction",
+    "--map-sigma": "map_sigma",
+}
+
+
+def refuse_research_flags(argv: Sequence[str]) -> None:
+    """A removed research flag is named with its ``--set`` form, in one line, before argparse
+    would answer with its generic "unrecognized arguments".
+
+    Raises:
+        UserError: for the first research flag in ``argv`` (``--flag V`` or ``--flag=V``).
+    """
+    words = list(argv)
+    if "--" in words:
+        words = words[: words.index("--")]
+    for i, word in enumerate(words):
+        flag, sep, value = word.partition("=")
+        if flag not in RESEARCH_FLAGS:
+            continue
+        key = RESEARCH_FLAGS[flag]
+        if not sep:
+            following = words[i + 1] if i + 1 < len(words) else ""
+            value = following if following and not following.startswith("--") else "VALUE"
+        experiment = f"experiments/{flag[2:]}"
+        also = f" (measured: --config {experiment})" if experiment in shipped_configs() else ""
+        raise UserError(f"{flag} is a research setting: --set {key}={value}{also}")

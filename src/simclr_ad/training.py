@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as torch_dist
@@ -28,6 +28,9 @@ from simclr_ad.models.backbone import channels_last
 from simclr_ad.objectives import Objective, SimCLRObjective
 from simclr_ad.progress import progress_bar
 
+if TYPE_CHECKING:
+    from simclr_ad.config import TrainConfig
+
 log = logging.getLogger(__name__)
 
 Augment = Callable[..., Tensor]  # (uint8 B×3×H×W, generator, *, total, offset) -> float B×3×S×S
@@ -36,7 +39,8 @@ LOG_FIELDS = ("epoch", "loss", "lr", "seconds", "images_per_s")
 
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
-    """What the loop needs to know; derived from the TrainConfig by the pipeline."""
+    """What the loop needs to know: the keys of the config's loop section it reads, and the
+    seed (``from_config``)."""
 
     epochs: int
     batch_size: int
@@ -47,6 +51,11 @@ class LoopSettings:
     checkpoint_every: int
     amp: bool = True
     compile: bool = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> LoopSettings:
+        """The loop's keys of ``config``, by name (its loop section, and the run's seed)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass

@@ -24,10 +24,10 @@ DETECTOR = [
     "0.5",
     "--patch-stages",
     "1,2",
-    "--patch-k",
-    "2",
-    "--topk-fraction",
-    "0.02",
+    "--set",
+    "patch_k=2",
+    "--set",
+    "detector.topk_fraction=0.02",
 ]
 
 
@@ -48,7 +48,7 @@ def test_bundle_holds_a_complete_detector(trained: Path) -> None:
     assert all(t > 0 for t in thresholds.values())
     assert meta["detector"]["settings"]["target_fpr"] == 0.01
     patch = load_detector(trained).detector.scorer_set("bolt").patch
-    assert patch is not None and (patch.k, patch.topk_fraction) == (2, 0.02)  # the flags
+    assert patch is not None and (patch.k, patch.topk_fraction) == (2, 0.02)  # the --set values
 
 
 def test_round_trip_gives_identical_scores(trained: Path, tiny_data: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from simclr_ad.detector_bundle import load_detector
 from simclr_ad.evaluation import evaluate
 from simclr_ad.metrics import image_metrics
-from simclr_ad.detector_bundle import load_detector
 
 
 def test_metrics_json_is_the_record_of_the_scores(

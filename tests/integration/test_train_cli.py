@@ -130,7 +130,10 @@ def test_epochs_zero_saves_initial_encoder(tiny_data: Path, tmp_path: Path, caps
             ["--data", "{data}", "--augment", "strong"],
             "argument --augment: invalid choice: 'strong'",
         ),
-        (["--data", "{data}", "--config", "{tmp}/bad.yaml"], "unknown config key(s) epoch;"),
+        (
+            ["--data", "{data}", "--config", "{tmp}/bad.yaml"],
+            "unknown config key(s) epoch (epoch: did you mean epochs?);",
+        ),
         (
             ["--data", "{data}", "--weights", "{tmp}/w.safetensors"],
             "weights file {tmp}/w.safetensors does not exist",
@@ -242,25 +245,26 @@ def test_train_crop_trains_on_crops_and_fits_on_whole_images(
     pipeline_create = pipeline.create_augment
     monkeypatch.setattr(pipeline, "create_augment", spy)
     run = tmp_path / "run"
-    extra = ("--epochs", "1", "--objective", "cutpaste", "--image-size", "48", "--train-crop", "32")
+    extra = ("--epochs", "1", "--objective", "cutpaste", "--image-size", "48")
+    extra += ("--set", "train_crop=32")
     assert _train(tiny_data, run, *extra) == 0
     assert [(a.image_size, a.input_size) for a in made] == [(32, 48 + 32)]
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["training"]["config"]["train_crop"] == 32
     assert meta["training"]["config"]["image_size"] == 48  # the detector's size
     assert float(_log(run)[0]["loss"]) > 0
-    assert _train(tiny_data, tmp_path / "bad", "--train-crop", "64") == 2
+    assert _train(tiny_data, tmp_path / "bad", "--set", "train_crop=64") == 2
 
 
 def test_dense_cutpaste_trains_and_checkpoints_its_head(tiny_data: Path, tmp_path: Path) -> None:
     from simclr_ad.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
-    extra = ("--epochs", "1", "--objective", "cutpaste", "--cutpaste-dense", "1")
+    extra = ("--epochs", "1", "--objective", "cutpaste", "--set", "cutpaste_dense=1")
     assert _train(tiny_data, run, *extra, "--patch-stages", "1,2") == 0
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["training"]["config"]["cutpaste_dense"] == 1.0
     assert float(_log(run)[0]["loss"]) > 0
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")["objective"]
     assert state["segmenter.0.weight"].shape == (64, 64 + 128, 1, 1)  # resnet18 layer1 + layer2
-    assert _train(tiny_data, tmp_path / "bad", "--cutpaste-dense", "-1") == 2
+    assert _train(tiny_data, tmp_path / "bad", "--set", "cutpaste_dense=-1") == 2

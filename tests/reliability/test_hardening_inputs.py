@@ -101,8 +101,11 @@ def test_non_finite_values_in_a_list_and_from_flags_are_refused(
         build_config({"head_dropout": [0.1, math.nan]})
     assert {"lr", "weight_decay", "msc_angular", "map_sigma", "target_fpr"} <= set(FLOAT_KEYS)
     argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
-    for flag in ("--lr", "--map-sigma", "--msc-angular", "--temperature", "--target-fpr"):
+    for flag in ("--lr", "--temperature", "--target-fpr"):
         assert main([*argv, flag, "inf"]) == 2
+        assert "expected a finite number" in _one_error_line(capsys)
+    for key in ("map_sigma", "msc_angular"):  # research settings: --set only
+        assert main([*argv, "--set", f"{key}=inf"]) == 2
         assert "expected a finite number" in _one_error_line(capsys)
 
 

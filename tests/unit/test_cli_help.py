@@ -19,7 +19,6 @@ FIXED_SETS = {
     "calibration": config.CALIBRATIONS,
     "photometric": config.PHOTOMETRIC_MODES,
     "score_rule": config.SCORE_RULES,
-    "bank_rotations": config.BANK_ROTATIONS,
     "primary": config.SCORER_NAMES,
 }
 DEFAULTS = config.TrainConfig()
