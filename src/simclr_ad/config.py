@@ -395,6 +395,14 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return values
 
 
+def held_out_fraction(config: TrainConfig | Mapping[str, Any]) -> float:
+    """The share of train/good held out: ``val_fraction`` for holdout calibration, none for
+    cross-fitted calibration (every good image is fitted on and calibrates)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else config
+    holdout = values.get("calibration", "holdout") == "holdout"  # older runs held out
+    return float(values["val_fraction"]) if holdout else 0.0
+
+
 def apply_pretrained_recipe(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     """With pretrained weights and ``auto``: every key of PRETRAINED_RECIPE that is still at
     its default takes the recipe's value. Returns the config and what changed (key -> value)."""

@@ -12,7 +12,13 @@ from typing import Any
 import torch
 
 from simclr_ad.checkpoint import load_checkpoint
-from simclr_ad.config import TrainConfig, apply_pretrained_recipe, build_config, dump_yaml
+from simclr_ad.config import (
+    TrainConfig,
+    apply_pretrained_recipe,
+    build_config,
+    dump_yaml,
+    held_out_fraction,
+)
 from simclr_ad.data.augment import create_augment
 from simclr_ad.data.images import display_path
 from simclr_ad.data.mvtec import (
@@ -78,14 +84,6 @@ def config_for_resume(checkpoint_config: dict[str, Any], overrides: dict[str, An
     return build_config(
         checkpoint_config, **{k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
     )
-
-
-def held_out_fraction(config: TrainConfig | dict[str, Any]) -> float:
-    """The share of train/good held out: ``val_fraction`` for holdout calibration, none for
-    cross-fitted calibration (every good image is fitted on and calibrates)."""
-    values = config.to_dict() if isinstance(config, TrainConfig) else config
-    holdout = values.get("calibration", "holdout") == "holdout"  # older runs held out
-    return float(values["val_fraction"]) if holdout else 0.0
 
 
 def load_splits(config: TrainConfig) -> list[CategorySplit]:

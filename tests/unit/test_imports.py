@@ -1,5 +1,5 @@
-"""Serving imports no training: predicting, serving, exporting and recalibrating a saved
-detector load none of the training modules (checked in a fresh interpreter)."""
+"""Serving imports no training: predicting, serving, exporting, recalibrating and evaluating a
+saved detector load none of the training modules (checked in a fresh interpreter)."""
 
 import importlib
 import json
@@ -24,6 +24,7 @@ SERVING_MODULES = (
     "simclr_ad.service.server",
     "simclr_ad.export_onnx",
     "simclr_ad.recalibrate",
+    "simclr_ad.evaluation",  # not serving, but a saved model's evaluation needs no training either
 )
 
 
@@ -36,7 +37,7 @@ def _loaded_after(statements: str) -> set[str]:
     return {m for m in json.loads(result.stdout.splitlines()[-1]) if m.startswith("simclr_ad")}
 
 
-def test_predicting_serving_exporting_and_recalibrating_import_no_training(tmp_path) -> None:
+def test_using_a_saved_detector_imports_no_training(tmp_path) -> None:
     missing = tmp_path / "missing"
     loaded = _loaded_after(
         f"import {', '.join(SERVING_MODULES)}\n"

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from simclr_ad.config import held_out_fraction
 from simclr_ad.data.images import UnreadableImageError, read_mask
 from simclr_ad.data.mvtec import CategorySplit, Sample, load_category
 from simclr_ad.data.store import decode_images
 from simclr_ad.detector import Detection
 from simclr_ad.detector_bundle import LoadedDetector
 from simclr_ad.errors import UserError
-from simclr_ad.pipeline import held_out_fraction
 
 log = logging.getLogger(__name__)
 
