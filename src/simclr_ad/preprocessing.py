@@ -81,9 +81,6 @@ class Normalization:
         """Normalised B×3×H×W -> [0, 1] scale (not clamped)."""
         return x * _channels(self.std, x) + _channels(self.mean, x)
 
-    def as_module(self) -> NormalizeImages:
-        return NormalizeImages(self)
-
 
 def normalize(images: Tensor) -> Tensor:
     """ImageNet-normalises uint8 B×3×H×W (float32 out): for code that works in a fixed space
@@ -101,21 +98,6 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
 def _triple(values: Any) -> Triple:
     a, b, c = (float(v) for v in values)
     return a, b, c
-
-
-class NormalizeImages(nn.Module):
-    """:class:`Normalization` as a module of float B×3×H×W in [0, 1] (mean/std as buffers)."""
-
-    mean: Tensor
-    std: Tensor
-
-    def __init__(self, normalization: Normalization) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from simclr_ad.detector import (
     own_bank_patches,
 )
 from simclr_ad.embeddings import Embedder, iter_embeddings
-from simclr_ad.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Photometric, normalize
+from simclr_ad.preprocessing import Normalization, Photometric
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,13 @@ CANDIDATES = (  # the first is the config as resolved: 512 px and the max rule b
 def synthetic_defects(pixels: Tensor, seed: int) -> Tensor:
     """One CutPaste (even rows) or scar (odd rows) defect in each uint8 N×3×H×W image."""
     generator = torch.Generator().manual_seed(seed)
-    x = normalize(pixels)
+    imagenet = Normalization()
+    x = imagenet(pixels)
     pasted = cutpaste(x, generator).images
     scarred = scar(x, generator).images
     odd = (torch.arange(x.shape[0]) % 2 == 1).view(-1, 1, 1, 1)
     mixed = torch.where(odd, scarred, pasted)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((mixed * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    return (imagenet.denormalize(mixed) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def judge(

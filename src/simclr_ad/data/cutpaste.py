@@ -169,14 +169,12 @@ def _paste(
     index = (src_rows * W + src_cols).long().view(B, 1, H * W).expand(B, C, H * W)
     source = x.flatten(2).gather(2, index).view(B, C, H, W)
     norm = normalization or Normalization()
-    mean = torch.tensor(norm.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    raw = source * std + mean
+    raw = norm.denormalize(source)
     brightness, contrast = (
         _span(t, (1 - JITTER, 1 + JITTER)).to(x.device, x.dtype).view(B, 1, 1, 1)
         for t in jitter.unbind(1)
     )
     level = raw.mean(dim=(1, 2, 3), keepdim=True)
     raw = (((raw - level) * contrast + level) * brightness).clamp(0.0, 1.0)
-    jittered = (raw - mean) / std
+    jittered = norm.normalize_(raw)
     return Pasted(torch.where(inside.unsqueeze(1), jittered, x), inside)
