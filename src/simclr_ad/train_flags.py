@@ -252,15 +252,16 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 # Flags that measured as not helping (BENCHMARKS.md, "What was tried and did not become a
 # default"): config keys still, set with --set or a file under configs/experiments/.
-RESEARCH_FLAGS: dict[str, str] = {
-    "--bank-rotations": "bank_rotations",
-    "--train-crop": "train_crop",
-    "--cutpaste-dense": "cutpaste_dense",
-    "--msc-angular": "msc_angular",
-    "--patch-k": "patch_k",
-    "--topk-fraction": "topk_fraction",
-    "--map-sigma": "map_sigma",
-}
+RESEARCH_KEYS = (
+    "bank_rotations",
+    "train_crop",
+    "cutpaste_dense",
+    "msc_angular",
+    "patch_k",
+    "topk_fraction",
+    "map_sigma",
+)
+RESEARCH_FLAGS = {f"--{key.replace('_', '-')}": key for key in RESEARCH_KEYS}  # the old flags
 
 
 def refuse_research_flags(argv: Sequence[str]) -> None:
