@@ -42,7 +42,7 @@ from simclr_ad.data.mvtec import GOOD, Sample, list_images
 from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import decode_images
 from simclr_ad.metrics import tpr_at_fpr
-from simclr_ad.preprocessing import Normalization
+from simclr_ad.preprocessing import Normalization, Photometric
 from simclr_ad.scoring.patch import PatchScorer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -68,18 +68,17 @@ def cache_maps(
     model.load_state_dict(load_file(str(WEIGHTS)))
     model.eval()
     train_px = decode_images(train, shape).pixels
-    level = float((train_px.float() / 255).mean())
     norm = Normalization.for_backbone(backbone)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (norm.mean, norm.std))
+    correct = Photometric.fit("gain", train_px).as_module(norm)  # the pipeline's default
 
     def maps(pixels: torch.Tensor) -> dict[int, torch.Tensor]:
         out: dict[int, list[torch.Tensor]] = {s: [] for s in STAGES}
         for start in range(0, pixels.shape[0], 16):
-            raw = pixels[start : start + 16].float() / 255
-            raw = raw * (level / raw.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3))
             with torch.no_grad():
                 stage_maps = model.forward_intermediates(
-                    (raw.clamp(0, 1) - mean) / std, indices=list(STAGES), intermediates_only=True
+                    correct(norm(pixels[start : start + 16])),
+                    indices=list(STAGES),
+                    intermediates_only=True,
                 )
             for s, m in zip(STAGES, stage_maps, strict=True):
                 out[s].append(m.half())
