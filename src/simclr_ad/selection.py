@@ -1,12 +1,14 @@
 """``auto``: a test-free choice among a few detector candidates, from good images only.
 
 A user has no labelled defects, so each candidate is judged on what a user has: good training
-images and synthetic defects made from them. Per category and candidate, a detector is fitted on
-up to ``SELECTION_IMAGES`` good images with cross-fitted calibration (``detector``); up to
-``DEFECT_BASES`` of those images get one synthetic defect each (CutPaste or a scar, alternately;
-Li et al. 2021), scored by the bank less the base image's own patches. A candidate's
-*synthetic recall* is the share of those defects at or above its cross-fitted threshold: what
-F1 at the calibrated threshold turns on. The highest recall wins; within one defect of it the
+images and synthetic defects made from them. Per category and input size, a detector is fitted
+on up to ``SELECTION_IMAGES`` good images, each scored leave-one-out for the calibrated
+threshold (``detector``); up to ``DEFECT_BASES`` of those images get one synthetic defect each,
+the families of ``data.defects`` taking turns (CutPaste and scars, Li et al. 2021, and the
+small ones: specks, scratches, misplaced patches, on the part), scored by the bank less the
+base image's own patches. Candidates that differ only in the score rule read the same maps. A
+candidate's *synthetic recall* is the share of the defects at or above its threshold: what F1
+at the calibrated threshold turns on. The highest recall wins; within one defect of it the
 higher synthetic AUROC, then the earlier (default) candidate.
 
 Only keys the user left at their defaults vary (``config.apply_pretrained_recipe``).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,21 +27,21 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from simclr_ad.calibration import calibrate_threshold
-from simclr_ad.data.cutpaste import cutpaste, scar
+from simclr_ad.data.defects import FAMILIES, synthetic_defects
 from simclr_ad.detector import (
     DetectorSettings,
     collect_features,
-    cross_fitted_scores,
     fit_scorers,
     own_bank_patches,
 )
 from simclr_ad.embeddings import Embedder, iter_embeddings
-from simclr_ad.preprocessing import Normalization, Photometric
+from simclr_ad.preprocessing import Photometric
+from simclr_ad.scoring.patch import PatchScorer
 
 log = logging.getLogger(__name__)
 
 SELECTION_IMAGES = 80  # good images a candidate is fitted and cross-fitted on
-DEFECT_BASES = 40  # good images that each get one synthetic defect
+DEFECT_BASES = 80  # good images that each get one synthetic defect (16 of each family)
 SELECTION_CANDIDATES = 30_000  # patch candidates of a selection bank (the final one: settings')
 
 
@@ -58,22 +60,31 @@ CANDIDATES = (  # the first is the config as resolved: 512 px and the max rule b
 )
 
 
-def synthetic_defects(pixels: Tensor, seed: int) -> Tensor:
-    """One CutPaste (even rows) or scar (odd rows) defect in each uint8 N×3×H×W image."""
-    generator = torch.Generator().manual_seed(seed)
-    imagenet = Normalization()
-    x = imagenet(pixels)
-    pasted = cutpaste(x, generator).images
-    scarred = scar(x, generator).images
-    odd = (torch.arange(x.shape[0]) % 2 == 1).view(-1, 1, 1, 1)
-    mixed = torch.where(odd, scarred, pasted)
-    return (imagenet.denormalize(mixed) * 255).round().clamp(0, 255).to(torch.uint8)
+def _rule_scores(patch: PatchScorer, maps: Tensor, rules: Sequence[str]) -> dict[str, Tensor]:
+    """Image scores of N×H×W maps under each score rule (the scorer's own rule restored)."""
+    own = patch.score_rule
+    try:
+        scores = {}
+        for rule in rules:
+            patch.score_rule = rule
+            scores[rule] = patch.image_scores(maps)
+        return scores
+    finally:
+        patch.score_rule = own
 
 
 def judge(
-    embedder: Embedder, pixels: Tensor, settings: DetectorSettings, device: torch.device
-) -> dict[str, Any]:
-    """Synthetic recall and AUROC of one candidate on uint8 N×3×H×W good images."""
+    embedder: Embedder,
+    pixels: Tensor,
+    settings: DetectorSettings,
+    rules: Sequence[str],
+    device: torch.device,
+) -> dict[str, dict[str, Any]]:
+    """Synthetic recall and AUROC of each score rule on uint8 N×3×H×W good images.
+
+    The maps are made once and every rule reads them: a detector fitted on all N images, the
+    leave-one-out maps of the N for the calibrated threshold, and one synthetic defect in each
+    of the first ``DEFECT_BASES`` images, scored by the bank less its base's own patches."""
     n = pixels.shape[0]
     settings = dataclasses.replace(
         settings, scorers=("patch",), primary="patch", max_patch_candidates=SELECTION_CANDIDATES
@@ -82,30 +93,53 @@ def judge(
     everything = torch.arange(n)
     features = collect_features(embedder, pixels, settings, photometric, device, mapped=everything)
     fitted = fit_scorers(features, torch.ones(n, dtype=torch.bool), settings, photometric, device)
+    patch = fitted.patch
+    assert patch is not None and features.maps is not None  # the patch scorer is configured
     shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-    good = cross_fitted_scores(features, fitted, settings, shape)["patch"]
-    threshold = calibrate_threshold(good.numpy(), settings.target_fpr, folds=n).threshold
-    assert fitted.patch is not None  # the patch scorer is configured
+    good = {rule: torch.empty(n) for rule in rules}
+    for row in range(n):
+        maps = patch.predict(
+            features.maps[row : row + 1].float(),
+            shape,
+            exclude=own_bank_patches(features, patch, row),
+        ).maps
+        for rule, score in _rule_scores(patch, maps, rules).items():
+            good[rule][row] = score[0]
     bases = everything[:DEFECT_BASES]
-    defects = synthetic_defects(pixels[bases], seed=settings.seed)
-    scores = torch.empty(len(bases))
+    kinds = [FAMILIES[i % len(FAMILIES)] for i in range(len(bases))]
+    defects = synthetic_defects(pixels[bases], seed=settings.seed, families=FAMILIES)
+    scores = {rule: torch.empty(len(bases)) for rule in rules}
     start = 0
     for emb in iter_embeddings(
         embedder, defects, device=device, batch_size=settings.batch_size, photometric=photometric
     ):
         assert emb.patches is not None  # the patch scorer is configured
-        for i, maps in enumerate(emb.patches.split(1)):  # each scored without its base's patches
-            own = own_bank_patches(features, fitted.patch, int(bases[start + i]))
-            scores[start + i] = fitted.patch.predict(maps, shape, exclude=own).scores[0]
+        for i, one in enumerate(emb.patches.split(1)):  # each scored without its base's patches
+            own = own_bank_patches(features, patch, int(bases[start + i]))
+            maps = patch.predict(one, shape, exclude=own).maps
+            for rule, score in _rule_scores(patch, maps, rules).items():
+                scores[rule][start + i] = score[0]
         start += emb.patches.shape[0]
-    labels = [0] * n + [1] * len(scores)
-    return {
-        "threshold": threshold,
-        "synthetic_recall": float((scores >= threshold).float().mean()),
-        "synthetic_auroc": float(roc_auc_score(labels, torch.cat([good, scores]).numpy())),
-        "n_good": n,
-        "n_defects": len(scores),
-    }
+    labels = [0] * n + [1] * len(bases)
+    figures = {}
+    for rule in rules:
+        threshold = calibrate_threshold(good[rule].numpy(), settings.target_fpr, folds=n).threshold
+        found = scores[rule] >= threshold
+        figures[rule] = {
+            "threshold": threshold,
+            "synthetic_recall": float(found.float().mean()),
+            "synthetic_auroc": float(
+                roc_auc_score(labels, torch.cat([good[rule], scores[rule]]).numpy())
+            ),
+            "recall_by_family": {
+                family: round(float(found[[k == family for k in kinds]].float().mean()), 3)
+                for family in FAMILIES
+                if family in kinds
+            },
+            "n_good": n,
+            "n_defects": len(bases),
+        }
+    return figures
 
 
 def choose(
@@ -124,31 +158,41 @@ def choose(
         free: config keys the candidates may change (those left at their defaults).
         device: where the encoder runs.
     """
-    rows: list[dict[str, Any]] = []
     usable = [c for c in CANDIDATES if set(c.changes) <= free]
+    by_size: dict[int, list[Candidate]] = {}
     for candidate in usable:
+        size = int(candidate.changes.get("image_size", settings.image_size))
+        by_size.setdefault(size, []).append(candidate)
+    judged: dict[str, dict[str, Any]] = {}
+    for size, group in by_size.items():  # one set of maps per input size, read by every rule
         started = time.perf_counter()
-        image_size = int(candidate.changes.get("image_size", settings.image_size))
-        variant = dataclasses.replace(
-            settings, **{k: v for k, v in candidate.changes.items() if k != "image_size"}
-        )
-        figures = judge(embedder, decode(image_size), variant, device)
-        figures |= {"candidate": candidate.name, "changes": dict(candidate.changes)}
-        figures["seconds"] = round(time.perf_counter() - started, 1)
+        rules = list(dict.fromkeys(c.changes.get("score_rule", settings.score_rule) for c in group))
+        figures = judge(embedder, decode(size), settings, rules, device)
+        seconds = round((time.perf_counter() - started) / len(group), 1)
+        for candidate in group:
+            rule = candidate.changes.get("score_rule", settings.score_rule)
+            judged[candidate.name] = figures[rule] | {
+                "candidate": candidate.name,
+                "changes": dict(candidate.changes),
+                "seconds": seconds,
+            }
+    rows = [judged[c.name] for c in usable]  # in CANDIDATES' order: the tie-break's
+    for row in rows:
         log.info(
             "auto: %s: synthetic recall %.3f, AUROC %.3f",
-            candidate.name,
-            figures["synthetic_recall"],
-            figures["synthetic_auroc"],
+            row["candidate"],
+            row["synthetic_recall"],
+            row["synthetic_auroc"],
         )
-        rows.append(figures)
+
+    def found(row: dict[str, Any]) -> int:  # defects at or above the threshold, a count
+        return round(row["synthetic_recall"] * row["n_defects"])
+
     best = 0
     for i, row in enumerate(rows):
-        margin = 1 / max(row["n_defects"], 1)
         top = rows[best]
-        if row["synthetic_recall"] > top["synthetic_recall"] + margin or (
-            abs(row["synthetic_recall"] - top["synthetic_recall"]) <= margin
-            and row["synthetic_auroc"] > top["synthetic_auroc"]
+        if found(row) > found(top) + 1 or (
+            abs(found(row) - found(top)) <= 1 and row["synthetic_auroc"] > top["synthetic_auroc"]
         ):
             best = i
     return usable[best], rows

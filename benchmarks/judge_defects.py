@@ -1,0 +1,69 @@
+"""``auto``'s synthetic judge on one category, both score rules side by side (research).
+
+Usage:
+    .venv/bin/python benchmarks/judge_defects.py --data ../shared/data/mvtec_ad --category screw
+    .venv/bin/python benchmarks/judge_defects.py --category kolektorsdd
+
+What ``simclr_ad.selection.judge`` measures when a new user trains with the shared
+EfficientNet-Lite0 weights and the defaults: the pipeline's subset of good training images
+(``SELECTION_IMAGES``) at the pretrained recipe's input shape, their leave-one-out scores for
+the calibrated 1% threshold, and one synthetic defect in each of ``DEFECT_BASES`` of them
+(``data.defects``' families in turn). Prints, per score rule, the synthetic recall at that
+threshold, per family and pooled, and the synthetic AUROC. No test image is read.
+"""
+
+from __future__ import annotations
+
+# isort: split
+import simclr_ad  # noqa: F401  # sets OMP_WAIT_POLICY before torch starts its threads
+
+# isort: split
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from simclr_ad.config import TrainConfig, apply_pretrained_recipe
+from simclr_ad.data.mvtec import load_category
+from simclr_ad.data.shape import choose_shape
+from simclr_ad.data.store import decode_images
+from simclr_ad.detector import DetectorSettings
+from simclr_ad.detector_bundle import model_spec
+from simclr_ad.embeddings import Embedder
+from simclr_ad.models.simclr import build_model
+from simclr_ad.scoring.registry import SCORE_RULES
+from simclr_ad.selection import SELECTION_IMAGES, judge
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WEIGHTS = SHARED / "weights" / "efficientnet_lite0_imagenet.safetensors"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "real")
+    parser.add_argument("--category", default="kolektorsdd")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    config, _ = apply_pretrained_recipe(
+        TrainConfig(backbone="efficientnet_lite0", weights=str(WEIGHTS))
+    )
+    split = load_category(args.data, args.category)
+    step = max(1, len(split.train) // SELECTION_IMAGES)
+    subset = list(split.train)[::step][:SELECTION_IMAGES]
+    shape = choose_shape(split.train, config.image_size, config.aspect)
+    pixels = decode_images(subset, shape, max_bad_fraction=1.0).pixels
+    model = build_model(model_spec(config), config.weights).eval()
+    embedder = Embedder(model, config.patch_stages or None)
+    settings = DetectorSettings.from_config(config)
+    figures = judge(embedder, pixels, settings, SCORE_RULES, torch.device("cpu"))
+    for rule, row in figures.items():
+        row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+        print(json.dumps({"category": args.category, "rule": rule} | row), flush=True)
+    seconds = round(time.perf_counter() - started)
+    print(json.dumps({"category": args.category, "shape": list(shape), "seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()
