@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from simclr_ad.config import TrainConfig, apply_pretrained_recipe
+from simclr_ad.config import TrainConfig, apply_pretrained_recipe, held_out_fraction
 from simclr_ad.data.mvtec import load_category
 from simclr_ad.data.shape import choose_shape
 from simclr_ad.data.store import decode_images
@@ -49,7 +49,9 @@ def main() -> None:
     config, _ = apply_pretrained_recipe(
         TrainConfig(backbone="efficientnet_lite0", weights=str(WEIGHTS))
     )
-    split = load_category(args.data, args.category)
+    split = load_category(  # as the pipeline splits it: nothing held out with cross-fitting
+        args.data, args.category, val_fraction=held_out_fraction(config), val_min=config.val_min
+    )
     step = max(1, len(split.train) // SELECTION_IMAGES)
     subset = list(split.train)[::step][:SELECTION_IMAGES]
     shape = choose_shape(split.train, config.image_size, config.aspect)

@@ -36,7 +36,6 @@ from simclr_ad.detector import (
 )
 from simclr_ad.embeddings import Embedder, iter_embeddings
 from simclr_ad.preprocessing import Photometric
-from simclr_ad.scoring.patch import PatchScorer
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +57,6 @@ CANDIDATES = (  # the first is the config as resolved: 512 px and the max rule b
     Candidate("image score: mean of the top 1% of the map", {"score_rule": "topk_mean"}),
     Candidate("image size 320", {"image_size": 320}),
 )
-
-
-def _rule_scores(patch: PatchScorer, maps: Tensor, rules: Sequence[str]) -> dict[str, Tensor]:
-    """Image scores of N×H×W maps under each score rule (the scorer's own rule restored)."""
-    own = patch.score_rule
-    try:
-        scores = {}
-        for rule in rules:
-            patch.score_rule = rule
-            scores[rule] = patch.image_scores(maps)
-        return scores
-    finally:
-        patch.score_rule = own
 
 
 def judge(
@@ -103,8 +89,8 @@ def judge(
             shape,
             exclude=own_bank_patches(features, patch, row),
         ).maps
-        for rule, score in _rule_scores(patch, maps, rules).items():
-            good[rule][row] = score[0]
+        for rule in rules:
+            good[rule][row] = patch.image_scores(maps, rule)[0]
     bases = everything[:DEFECT_BASES]
     kinds = [FAMILIES[i % len(FAMILIES)] for i in range(len(bases))]
     defects = synthetic_defects(pixels[bases], seed=settings.seed, families=FAMILIES)
@@ -117,8 +103,8 @@ def judge(
         for i, one in enumerate(emb.patches.split(1)):  # each scored without its base's patches
             own = own_bank_patches(features, patch, int(bases[start + i]))
             maps = patch.predict(one, shape, exclude=own).maps
-            for rule, score in _rule_scores(patch, maps, rules).items():
-                scores[rule][start + i] = score[0]
+            for rule in rules:
+                scores[rule][start + i] = patch.image_scores(maps, rule)[0]
         start += emb.patches.shape[0]
     labels = [0] * n + [1] * len(bases)
     figures = {}

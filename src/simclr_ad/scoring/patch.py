@@ -174,24 +174,28 @@ class PatchScorer(Scorer):
         maps = F.interpolate(distances, size=size, mode="bilinear", align_corners=False)
         return gaussian_blur(maps[:, 0], sigma=self.sigma)
 
-    def image_scores(self, maps: Tensor) -> Tensor:
+    def image_scores(self, maps: Tensor, rule: str | None = None) -> Tensor:
         """One score per map by ``score_rule``.
 
         Args:
             maps: N×H×W anomaly maps.
+            rule: another of ``SCORE_RULES`` to score by (None: ``score_rule``), to compare
+                rules on the same maps.
 
         Returns:
             N scores on the maps' device.
         """
         if maps.ndim != 3:
             raise ValueError(f"maps must be N×H×W, got shape {tuple(maps.shape)}")
-        return self._image_scores(maps, (int(maps.shape[1]), int(maps.shape[2])))
+        if rule is not None and rule not in SCORE_RULES:
+            raise ValueError(f"rule must be one of {', '.join(SCORE_RULES)}, got {rule!r}")
+        return self._image_scores(maps, (int(maps.shape[1]), int(maps.shape[2])), rule)
 
-    def _image_scores(self, maps: Tensor, size: tuple[int, int]) -> Tensor:
+    def _image_scores(self, maps: Tensor, size: tuple[int, int], rule: str | None = None) -> Tensor:
         """N×H×W maps of (H, W) = ``size`` -> N scores; the pixel count comes from ``size``,
         plain integers, as a traced map's shape is a tensor."""
         pixels = maps.reshape(maps.shape[0], -1)  # N×(H·W)
-        if self.score_rule == "max":
+        if (rule or self.score_rule) == "max":
             return pixels.amax(dim=1)
         n = max(1, round(self.topk_fraction * size[0] * size[1]))
         return pixels.topk(n, dim=1).values.mean(dim=1)

@@ -83,6 +83,11 @@ def test_image_score_rules_closed_form() -> None:
     assert top5.item() == pytest.approx(97.0)  # mean of 95..99
     tiny = PatchScorer(score_rule="topk_mean", topk_fraction=0.001).image_scores(maps)
     assert tiny.item() == 99.0  # at least one pixel
+    either = PatchScorer(score_rule="max", topk_fraction=0.05)
+    assert either.image_scores(maps, "topk_mean").item() == pytest.approx(97.0)
+    assert either.image_scores(maps).item() == 99.0  # the override does not stick
+    with pytest.raises(ValueError, match="rule must be one of"):
+        either.image_scores(maps, "median")
 
 
 @pytest.mark.parametrize(("ratio", "kept"), [(1.0, 294), (0.1, 29), (0.001, 1)])
