@@ -44,10 +44,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "real")
     parser.add_argument("--category", default="kolektorsdd")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="of the defects and the bank (the config's seed)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     config, _ = apply_pretrained_recipe(
-        TrainConfig(backbone="efficientnet_lite0", weights=str(WEIGHTS))
+        TrainConfig(backbone="efficientnet_lite0", weights=str(WEIGHTS), seed=args.seed)
     )
     split = load_category(  # as the pipeline splits it: nothing held out with cross-fitting
         args.data, args.category, val_fraction=held_out_fraction(config), val_min=config.val_min
@@ -62,7 +65,7 @@ def main() -> None:
     figures = judge(embedder, pixels, settings, SCORE_RULES, torch.device("cpu"))
     for rule, row in figures.items():
         row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-        print(json.dumps({"category": args.category, "rule": rule} | row), flush=True)
+        print(json.dumps({"category": args.category, "seed": args.seed, "rule": rule} | row))
     seconds = round(time.perf_counter() - started)
     print(json.dumps({"category": args.category, "shape": list(shape), "seconds": seconds}))
 

@@ -147,16 +147,19 @@ def _shapes(shapes: Mapping[str, Sequence[int]] | None) -> str:
 
 
 def _auto(run: Mapping[str, Any]) -> str:
-    """Per category the chosen candidate and every candidate's synthetic recall."""
+    """Per category the chosen candidate, every candidate's synthetic recall and the chosen
+    one's recall per kind of synthetic defect (bundles before the kinds were recorded: none)."""
     selection = run.get("auto_selection") or {}
     if not selection:
         return "off (settings as given)"
     parts = []
     for category, entry in selection.items():
-        figures = ", ".join(
-            f"{row['candidate']} {row['synthetic_recall']:.2f}" for row in entry["candidates"]
-        )
-        parts.append(f"{category}: {entry['chosen']} (synthetic recall: {figures})")
+        rows = entry["candidates"]
+        figures = ", ".join(f"{row['candidate']} {row['synthetic_recall']:.2f}" for row in rows)
+        chosen = next((row for row in rows if row["candidate"] == entry["chosen"]), {})
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in chosen.get("recall_by_family", {}).items())
+        by_kind = f"; found by kind: {kinds}" if kinds else ""
+        parts.append(f"{category}: {entry['chosen']} (synthetic recall: {figures}{by_kind})")
     return "; ".join(parts)
 
 

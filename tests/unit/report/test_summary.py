@@ -64,3 +64,22 @@ def test_calibration_column_says_leave_one_out() -> None:
     )
     folds = {**loo, "folds": 5, "target_fpr": 0.01}
     assert _calibration(folds) == "conformal, 120 5-fold cross-fitted good, target 0.01"
+
+
+def test_run_table_says_what_auto_chose_and_what_each_kind_of_defect_found() -> None:
+    metrics = _metrics()
+    candidates = [
+        {"candidate": "base", "synthetic_recall": 0.5, "recall_by_family": {"speck": 0.25}},
+        {"candidate": "image size 320", "synthetic_recall": 0.75},
+    ]
+    metrics["run"]["auto_selection"] = {
+        "bolt": {"chosen": "base", "candidates": candidates},
+        "nut": {"chosen": "image size 320", "candidates": candidates},  # an older bundle's row
+    }
+    run = run_table(metrics)
+    assert (
+        "bolt: base (synthetic recall: base 0.50, image size 320 0.75; found by kind: speck 0.25)"
+        in run
+    )
+    assert "nut: image size 320 (synthetic recall: base 0.50, image size 320 0.75)" in run
+    assert "off (settings as given)" in run_table(_metrics())
