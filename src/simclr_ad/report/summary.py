@@ -156,7 +156,9 @@ def _auto(run: Mapping[str, Any]) -> str:
     for category, entry in selection.items():
         rows = entry["candidates"]
         figures = ", ".join(f"{row['candidate']} {row['synthetic_recall']:.2f}" for row in rows)
-        chosen = next((row for row in rows if row["candidate"] == entry["chosen"]), {})
+        chosen: Mapping[str, Any] = next(
+            (row for row in rows if row["candidate"] == entry["chosen"]), {}
+        )
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in chosen.get("recall_by_family", {}).items())
         by_kind = f"; found by kind: {kinds}" if kinds else ""
         parts.append(f"{category}: {entry['chosen']} (synthetic recall: {figures}{by_kind})")
