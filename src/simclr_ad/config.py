@@ -42,8 +42,8 @@ BANK_ROTATIONS = (1, 2, 4)  # quarter turns that keep a square image exact
 PHOTOMETRIC_MODES = ("none", "gain", "standardize")
 CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
 ASPECTS = ("auto", "square")  # data.shape.choose_shape
-# With pretrained weights and ``auto``, the keys still at their defaults take these values: the
-# detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
+# With pretrained weights and ``auto``, the keys at their defaults and not ``pinned`` take these
+# values: the detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
 PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule": "max"}
 MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
@@ -59,7 +59,9 @@ class TrainConfig:
     categories: tuple[str, ...] = ()  # empty: every category found under ``data``
     out: str = ""
     # data
-    auto: bool = True  # pretrained weights: keys left at their defaults follow PRETRAINED_RECIPE
+    auto: bool = True  # pretrained weights: keys not set follow PRETRAINED_RECIPE
+    # keys of PRETRAINED_RECIPE set explicitly (a config file, --set, a flag): kept as given
+    pinned: tuple[str, ...] = ()
     val_fraction: float = 0.1  # held out for the thresholds (calibration: holdout only)
     val_min: int = 5  # at least this many validation images where a category has 4x as many
     image_size: int = 224  # the side of square images; the shorter side of elongated ones
@@ -129,7 +131,16 @@ class TrainConfig:
 # (``models.simclr.ModelSpec``), the training loop (``training.LoopSettings``), the run and the
 # detector (``detector.DetectorSettings``) each consume.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("data", "categories", "auto", "val_fraction", "val_min", "image_size", "aspect"),
+    "data": (
+        "data",
+        "categories",
+        "auto",
+        "pinned",
+        "val_fraction",
+        "val_min",
+        "image_size",
+        "aspect",
+    ),
     "model": ("backbone", "weights", "head_hidden", "head_out", "head_dropout"),
     "loop": (
         "epochs",
@@ -192,6 +203,11 @@ def _check_finite(cfg: TrainConfig) -> None:
 def _validate(cfg: TrainConfig) -> None:
     _check_finite(cfg)
     checks: list[tuple[str, bool, str]] = [
+        (
+            "pinned",
+            set(cfg.pinned) <= set(PRETRAINED_RECIPE),
+            f"among {', '.join(PRETRAINED_RECIPE)}",
+        ),
         ("val_fraction", 0.0 <= cfg.val_fraction < 1.0, "a number in [0, 1)"),
         ("val_min", cfg.val_min >= 0, "an integer >= 0"),
         ("image_size", 32 <= cfg.image_size <= 2048, "an integer in [32, 2048]"),
@@ -330,15 +346,25 @@ def _coerce_scalar(key: str, value: Any, kind: type) -> Any:
 def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """Build a validated TrainConfig from a mapping (e.g. a YAML file) plus keyword overrides.
 
-    ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given".
+    ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given". The keys
+    of ``PRETRAINED_RECIPE`` given are ``pinned``: neither the recipe nor ``auto`` changes them,
+    even where their value is the default's (``--set score_rule=topk_mean``). A mapping that
+    states ``pinned`` itself (a written ``config.yaml``, ``default.yaml``) pins just those.
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    merged = flat_keys(base or {})
-    merged.update(flat_keys({k: v for k, v in overrides.items() if v is not None}))
+    file_keys = flat_keys(base or {})
+    given = flat_keys({k: v for k, v in overrides.items() if v is not None})
+    merged = {**file_keys, **given}
     unknown = sorted(set(merged) - set(fields))
     if unknown:
         raise UserError(_unknown_keys(unknown, fields))
-    return TrainConfig(**{k: _coerce(fields[k], v) for k, v in merged.items()})
+    values = {k: _coerce(fields[k], v) for k, v in merged.items()}
+    pinned = set(values.get("pinned", ())) | set(given)
+    if "pinned" not in file_keys:
+        pinned |= set(file_keys)
+    stray = sorted(set(values.get("pinned", ())) - set(PRETRAINED_RECIPE))  # refused below
+    values["pinned"] = tuple(key for key in PRETRAINED_RECIPE if key in pinned) + tuple(stray)
+    return TrainConfig(**values)
 
 
 def flat_keys(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -405,14 +431,15 @@ def held_out_fraction(config: TrainConfig | Mapping[str, Any]) -> float:
 
 def apply_pretrained_recipe(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     """With pretrained weights and ``auto``: every key of PRETRAINED_RECIPE that is still at
-    its default takes the recipe's value. Returns the config and what changed (key -> value)."""
+    its default and not ``pinned`` takes the recipe's value. Returns the config and what
+    changed (key -> value)."""
     if not config.auto or config.weights == "none":
         return config, {}
     defaults = TrainConfig()
     changes = {
         key: value
         for key, value in PRETRAINED_RECIPE.items()
-        if getattr(config, key) == getattr(defaults, key)
+        if key not in config.pinned and getattr(config, key) == getattr(defaults, key)
     }
     return dataclasses.replace(config, **changes), changes
 

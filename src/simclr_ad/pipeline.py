@@ -293,7 +293,7 @@ def _run(
         (out / "config.yaml").write_text(dump_yaml(config))
     if recipe and dist.is_main:  # said once the data is known to be there
         log.info(
-            "pretrained weights: %s (keys left at their defaults; --no-auto keeps those)",
+            "pretrained weights: %s (keys not set; --no-auto keeps their defaults)",
             ", ".join(f"{k} {v}" for k, v in recipe.items()),
         )
     torch.manual_seed(

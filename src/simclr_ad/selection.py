@@ -11,7 +11,7 @@ candidate's *synthetic recall* is the share of the defects at or above its thres
 at the calibrated threshold turns on. The highest recall wins; within one defect of it the
 higher synthetic AUROC, then the earlier (default) candidate.
 
-Only keys the user left at their defaults vary (``config.apply_pretrained_recipe``).
+Only keys the user did not set vary (``config.apply_pretrained_recipe``).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def choose(
         embedder: the feature extractor.
         decode: image_size -> uint8 N×3×H×W good images (at most SELECTION_IMAGES).
         settings: the detector settings as configured.
-        free: config keys the candidates may change (those left at their defaults).
+        free: config keys the candidates may change (those the user did not set).
         device: where the encoder runs.
     """
     usable = [c for c in CANDIDATES if set(c.changes) <= free]

@@ -118,6 +118,32 @@ def test_pretrained_recipe_fills_only_the_keys_left_at_their_defaults() -> None:
         assert apply_pretrained_recipe(unchanged) == (unchanged, {})
 
 
+def test_keys_given_at_their_default_values_are_kept_as_given(tmp_path: Path) -> None:
+    from simclr_ad.config import apply_pretrained_recipe
+
+    # a flag or --set at the default's value: the user asked for it
+    config = build_config(weights="x.pt", score_rule="topk_mean", image_size=224)
+    assert config.pinned == ("image_size", "score_rule")
+    config, changed = apply_pretrained_recipe(config)
+    assert changed == {"epochs": 0}
+    assert (config.image_size, config.score_rule) == (224, "topk_mean")
+    # a config file that gives them (mvtec5.yaml: image_size 224, epochs 50)
+    mvtec5 = build_config(load_yaml(CONFIGS / "mvtec5.yaml"), weights="x.pt")
+    config, changed = apply_pretrained_recipe(mvtec5)
+    assert (config.image_size, config.epochs) == (224, 50) and changed == {"score_rule": "max"}
+    # a file that states what it pins (default.yaml, a written config.yaml): just those
+    config, changed = apply_pretrained_recipe(
+        build_config(load_yaml(CONFIGS / "default.yaml"), weights="x.pt")
+    )
+    assert changed == {"epochs": 0, "image_size": 512, "score_rule": "max"}
+    path = tmp_path / "c.yaml"
+    path.write_text("pinned: [score_rule]\nimage_size: 224\n")
+    assert build_config(load_yaml(path)).pinned == ("score_rule",)
+    assert build_config(load_yaml(path), image_size=224).pinned == ("image_size", "score_rule")
+    with pytest.raises(UserError, match="pinned"):
+        build_config(pinned=["lr"])
+
+
 def test_calibration_and_aspect_are_validated() -> None:
     with pytest.raises(UserError, match="calibration="):
         build_config(calibration="test-set")
