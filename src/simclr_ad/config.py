@@ -44,7 +44,7 @@ CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
 ASPECTS = ("auto", "square")  # data.shape.choose_shape
 # With pretrained weights and ``auto``, the keys at their defaults and not ``pinned`` take these
 # values: the detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
-PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "score_rule": "max"}
+PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512}
 MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -348,7 +348,7 @@ def build_config(base: Mapping[str, Any] | None = None, **overrides: Any) -> Tra
 
     ``None`` overrides are ignored, so argparse defaults of ``None`` mean "not given". The keys
     of ``PRETRAINED_RECIPE`` given are ``pinned``: neither the recipe nor ``auto`` changes them,
-    even where their value is the default's (``--set score_rule=topk_mean``). A mapping that
+    even where their value is the default's (``--set image_size=224``). A mapping that
     states ``pinned`` itself (a written ``config.yaml``, ``default.yaml``) pins just those.
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}

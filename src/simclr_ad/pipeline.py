@@ -42,7 +42,7 @@ from simclr_ad.objectives import build_objective, frozen_stage_count
 from simclr_ad.preprocessing import Normalization
 from simclr_ad.progress import progress_bar
 from simclr_ad.run_folder import claim_run_folder
-from simclr_ad.selection import SELECTION_IMAGES, choose
+from simclr_ad.selection import SELECTION_IMAGES, choose, usable_candidates
 from simclr_ad.training import LoopSettings, ResumeState, Trainer, write_train_log
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,9 @@ def select_candidates(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """``auto`` (``selection``): per category the candidate with the best synthetic recall, when
     the pretrained recipe chose the settings (no training, not pooled). Returns the choices
-    (category -> changed keys) and what was measured, for the bundle."""
-    if not recipe or config.epochs != 0 or config.pooled:
+    (category -> changed keys) and what was measured, for the bundle; none where the user's
+    settings leave a single candidate."""
+    if config.epochs != 0 or config.pooled or len(usable_candidates(set(recipe))) < 2:
         return {}, {}
     embedder = Embedder(model, config.patch_stages or None)
     choices: dict[str, dict[str, Any]] = {}

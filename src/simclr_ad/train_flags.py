@@ -235,7 +235,8 @@ def _add_detector_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--score-rule",
         choices=SCORE_RULES,
-        help=f"image score from its anomaly map: max | topk_mean ({_recipe('score_rule')})",
+        help="image score from its anomaly map: max (PatchCore's) | topk_mean, the mean of its "
+        f"hottest topk_fraction (default: {D.score_rule})",
     )
 
 

@@ -7,8 +7,10 @@ import pytest
 import timm
 from safetensors.torch import save_file
 
+from simclr_ad import config, selection
 from simclr_ad.cli import main
-from simclr_ad.selection import CANDIDATES
+from simclr_ad.data.defects import FAMILIES
+from simclr_ad.selection import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -21,27 +23,41 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_auto_chooses_among_candidates_on_synthetic_defects_and_records_why(
+    tiny_data: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the recipe's 512 px and the 320 px candidate, scaled down to the tiny images
+    monkeypatch.setattr(config, "PRETRAINED_RECIPE", {"epochs": 0, "image_size": 48})
+    small = (Candidate("base", {}), Candidate("image size 32", {"image_size": 32}))
+    monkeypatch.setattr(selection, "CANDIDATES", small)
+    run = tmp_path / "run"
+    argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
+    assert main([*argv, "--weights", str(weights), "--device", "cpu"]) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())
+    training = meta["training"]
+    assert training["pretrained_recipe"] == {"epochs": 0, "image_size": 48}
+    assert training["epochs_trained"] == 0
+    entry = training["auto_selection"]["bolt"]
+    assert [row["candidate"] for row in entry["candidates"]] == ["base", "image size 32"]
+    for row in entry["candidates"]:
+        assert row["n_good"] == 14 and row["n_defects"] == 14
+        assert 0.0 <= row["synthetic_recall"] <= 1.0 and 0.0 <= row["synthetic_auroc"] <= 1.0
+        assert set(row["recall_by_family"]) == set(FAMILIES)
+    size = 48 if entry["chosen"] == "base" else 32
+    assert meta["preprocessing"]["input_shapes"] == {"bolt": [size, size]}  # the chosen one
+    patch = meta["detector"]["groups"]["bolt"]["scorers"]["patch"]
+    assert patch["params"]["score_rule"] == "topk_mean"  # the default rule: not a candidate
+
+
+def test_a_size_the_user_set_leaves_auto_nothing_to_choose(
     tiny_data: Path, weights: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
-    # --image-size given: auto may not change it, so only the score rule is left to choose
     assert main([*argv, "--weights", str(weights), "--image-size", "48", "--device", "cpu"]) == 0
-    meta = json.loads((run / "model" / "model.json").read_text())
-    training = meta["training"]
-    assert training["pretrained_recipe"] == {"epochs": 0, "score_rule": "max"}
-    assert training["epochs_trained"] == 0
-    entry = training["auto_selection"]["bolt"]
-    names = [row["candidate"] for row in entry["candidates"]]
-    assert names == [c.name for c in CANDIDATES if "image_size" not in c.changes]
-    for row in entry["candidates"]:
-        assert row["n_good"] == 14 and row["n_defects"] == 14
-        assert 0.0 <= row["synthetic_recall"] <= 1.0 and 0.0 <= row["synthetic_auroc"] <= 1.0
-    chosen = next(c for c in CANDIDATES if c.name == entry["chosen"])
-    rule = chosen.changes.get("score_rule", "max")
-    patch = meta["detector"]["groups"]["bolt"]["scorers"]["patch"]
-    assert patch["params"]["score_rule"] == rule  # the final detector is the chosen candidate
-    assert meta["preprocessing"]["input_shapes"] == {"bolt": [48, 48]}
+    training = json.loads((run / "model" / "model.json").read_text())["training"]
+    assert training["pretrained_recipe"] == {"epochs": 0}
+    assert training["auto_selection"] == {}
+    assert training["config"]["image_size"] == 48 and training["config"]["pinned"] == ["image_size"]
 
 
 def test_no_auto_keeps_the_defaults_and_chooses_nothing(

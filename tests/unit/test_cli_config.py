@@ -34,7 +34,7 @@ def test_defaults_are_printed_with_the_pretrained_recipe_train_applies(capsys) -
     assert recipe == PRETRAINED_RECIPE
     assert printed == expected.to_dict()
     assert {k: printed[k] for k in recipe} == PRETRAINED_RECIPE
-    assert any("epochs 0, image_size 512, score_rule max" in line for line in comments)
+    assert any("epochs 0, image_size 512" in line for line in comments)
 
 
 def test_without_pretrained_weights_the_defaults_stand(capsys) -> None:

@@ -110,8 +110,8 @@ def test_pretrained_recipe_fills_only_the_keys_left_at_their_defaults() -> None:
     from simclr_ad.config import apply_pretrained_recipe
 
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet"))
-    assert changed == {"epochs": 0, "image_size": 512, "score_rule": "max"}
-    assert (config.epochs, config.image_size, config.score_rule) == (0, 512, "max")
+    assert changed == {"epochs": 0, "image_size": 512}
+    assert (config.epochs, config.image_size, config.score_rule) == (0, 512, "topk_mean")
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet", image_size=384))
     assert config.image_size == 384 and "image_size" not in changed
     for unchanged in (build_config(weights="none"), build_config(weights="x.pt", auto=False)):
@@ -122,24 +122,23 @@ def test_keys_given_at_their_default_values_are_kept_as_given(tmp_path: Path) ->
     from simclr_ad.config import apply_pretrained_recipe
 
     # a flag or --set at the default's value: the user asked for it
-    config = build_config(weights="x.pt", score_rule="topk_mean", image_size=224)
-    assert config.pinned == ("image_size", "score_rule")
+    config = build_config(weights="x.pt", image_size=224)
+    assert config.pinned == ("image_size",)
     config, changed = apply_pretrained_recipe(config)
-    assert changed == {"epochs": 0}
-    assert (config.image_size, config.score_rule) == (224, "topk_mean")
+    assert changed == {"epochs": 0} and config.image_size == 224
     # a config file that gives them (mvtec5.yaml: image_size 224, epochs 50)
     mvtec5 = build_config(load_yaml(CONFIGS / "mvtec5.yaml"), weights="x.pt")
     config, changed = apply_pretrained_recipe(mvtec5)
-    assert (config.image_size, config.epochs) == (224, 50) and changed == {"score_rule": "max"}
+    assert (config.image_size, config.epochs) == (224, 50) and changed == {}
     # a file that states what it pins (default.yaml, a written config.yaml): just those
     config, changed = apply_pretrained_recipe(
         build_config(load_yaml(CONFIGS / "default.yaml"), weights="x.pt")
     )
-    assert changed == {"epochs": 0, "image_size": 512, "score_rule": "max"}
+    assert changed == {"epochs": 0, "image_size": 512}
     path = tmp_path / "c.yaml"
-    path.write_text("pinned: [score_rule]\nimage_size: 224\n")
-    assert build_config(load_yaml(path)).pinned == ("score_rule",)
-    assert build_config(load_yaml(path), image_size=224).pinned == ("image_size", "score_rule")
+    path.write_text("pinned: [epochs]\nimage_size: 224\n")
+    assert build_config(load_yaml(path)).pinned == ("epochs",)
+    assert build_config(load_yaml(path), image_size=224).pinned == ("epochs", "image_size")
     with pytest.raises(UserError, match="pinned"):
         build_config(pinned=["lr"])
 

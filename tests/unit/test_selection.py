@@ -7,10 +7,16 @@ import torch
 
 from simclr_ad import selection
 from simclr_ad.detector import DetectorSettings
-from simclr_ad.selection import CANDIDATES, choose
+from simclr_ad.selection import Candidate, choose
 
 SETTINGS = DetectorSettings(image_size=512, score_rule="max")
 FREE = {"image_size", "score_rule"}
+# the machinery takes any candidates: here one of each kind, a rule and a size
+CANDIDATES = (
+    Candidate("base", {}),
+    Candidate("top 1%", {"score_rule": "topk_mean"}),
+    Candidate("image size 320", {"image_size": 320}),
+)
 
 
 def _fake_judge(
@@ -38,6 +44,7 @@ def _choose(
 ) -> tuple[str, list[tuple[int, list[str]]]]:
     calls: list[tuple[int, list[str]]] = []
     monkeypatch.setattr(selection, "judge", _fake_judge(figures, calls))
+    monkeypatch.setattr(selection, "CANDIDATES", CANDIDATES)
 
     def decode(size: int) -> torch.Tensor:
         return torch.zeros(2, 3, size, size, dtype=torch.uint8)
@@ -74,3 +81,9 @@ def test_the_choice_is_recall_then_auroc_then_the_earlier_candidate(
     figures = {(512, "max"): (0.5, 0.9), (512, "topk_mean"): top1, (320, "max"): small}
     name, _ = _choose(monkeypatch, figures)
     assert name == CANDIDATES[chosen].name
+
+
+def test_the_shipped_candidates_leave_the_score_rule_alone() -> None:
+    assert all("score_rule" not in c.changes for c in selection.CANDIDATES)
+    assert [c.name for c in selection.usable_candidates({"epochs"})] == ["base"]
+    assert len(selection.usable_candidates({"epochs", "image_size"})) == 2
