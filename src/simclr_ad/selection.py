@@ -8,8 +8,9 @@ the families of ``data.defects`` taking turns (CutPaste and scars, Li et al. 202
 small ones: specks, scratches, misplaced patches, on the part), scored by the bank less the
 base image's own patches. Candidates that differ only in the score rule read the same maps. A
 candidate's *synthetic recall* is the share of the defects at or above its threshold: what F1
-at the calibrated threshold turns on. The highest recall wins; within one defect of it the
-higher synthetic AUROC, then the earlier (default) candidate.
+at the calibrated threshold turns on. A candidate replaces the base (or the best so far) when it
+finds clearly more of the same defects (McNemar's test, ``finds_more``); where the difference
+is within chance, when its synthetic AUROC is higher; else the earlier candidate stays.
 
 Only keys the user did not set vary (``config.apply_pretrained_recipe``).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 SELECTION_IMAGES = 80  # good images a candidate is fitted and cross-fitted on
 DEFECT_BASES = 80  # good images that each get one synthetic defect (16 of each family)
 SELECTION_CANDIDATES = 30_000  # patch candidates of a selection bank (the final one: settings')
+SIGNIFICANT_Z = 1.96  # a difference in defects found beyond chance: two-sided 5%
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,19 @@ CANDIDATES = (
     Candidate("base", {}),
     Candidate("image size 320", {"image_size": 320}),
 )
+
+
+def finds_more(a: Sequence[int], b: Sequence[int]) -> int:
+    """1 where detector ``a`` finds clearly more of the same synthetic defects than ``b``, -1
+    where clearly fewer, 0 where the difference is within chance: McNemar's test on the
+    defects only one of them finds (``a`` alone: n_a, ``b`` alone: n_b), the difference beyond
+    ``SIGNIFICANT_Z`` standard errors, sqrt(n_a + n_b)."""
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    margin = SIGNIFICANT_Z * math.sqrt(only_a + only_b)
+    if only_a - only_b > margin:
+        return 1
+    return -1 if only_b - only_a > margin else 0
 
 
 def usable_candidates(free: set[str]) -> list[Candidate]:
@@ -122,6 +138,7 @@ def judge(
         figures[rule] = {
             "threshold": threshold,
             "synthetic_recall": float(found.float().mean()),
+            "found": found.int().tolist(),  # per defect, for the paired comparison
             "synthetic_auroc": float(
                 roc_auc_score(labels, torch.cat([good[rule], scores[rule]]).numpy())
             ),
@@ -179,14 +196,10 @@ def choose(
             row["synthetic_auroc"],
         )
 
-    def found(row: dict[str, Any]) -> int:  # defects at or above the threshold, a count
-        return round(row["synthetic_recall"] * row["n_defects"])
-
     best = 0
     for i, row in enumerate(rows):
         top = rows[best]
-        if found(row) > found(top) + 1 or (
-            abs(found(row) - found(top)) <= 1 and row["synthetic_auroc"] > top["synthetic_auroc"]
-        ):
+        more = finds_more(row["found"], top["found"])
+        if more > 0 or (more == 0 and row["synthetic_auroc"] > top["synthetic_auroc"]):
             best = i
     return usable[best], rows

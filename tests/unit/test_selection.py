@@ -1,4 +1,5 @@
-"""auto's choice among candidates: one judging per input size, the recall-then-AUROC rule."""
+"""auto's choice among candidates: one judging per input size, the paired recall-then-AUROC
+rule."""
 
 from typing import Any
 
@@ -7,7 +8,7 @@ import torch
 
 from simclr_ad import selection
 from simclr_ad.detector import DetectorSettings
-from simclr_ad.selection import Candidate, choose
+from simclr_ad.selection import Candidate, choose, finds_more
 
 SETTINGS = DetectorSettings(image_size=512, score_rule="max")
 FREE = {"image_size", "score_rule"}
@@ -17,21 +18,29 @@ CANDIDATES = (
     Candidate("top 1%", {"score_rule": "topk_mean"}),
     Candidate("image size 320", {"image_size": 320}),
 )
+N = 40  # synthetic defects
 
 
-def _fake_judge(
-    figures: dict[tuple[int, str], tuple[float, float]], calls: list[tuple[int, list[str]]]
-) -> Any:
-    """A judge that returns (recall, AUROC) per (input size, rule) for 40 defects."""
+def first(k: int) -> list[int]:
+    """Found: the first k of the N defects (nested sets: the only discordant ones are extra)."""
+    return [1] * k + [0] * (N - k)
+
+
+Figures = dict[tuple[int, str], tuple[list[int], float]]
+
+
+def _fake_judge(figures: Figures, calls: list[tuple[int, list[str]]]) -> Any:
+    """A judge that returns (found per defect, AUROC) per (input size, rule)."""
 
     def judge(embedder, pixels, settings, rules, device):  # type: ignore[no-untyped-def]
         size = int(pixels.shape[-1])
         calls.append((size, list(rules)))
         return {
             rule: {
-                "synthetic_recall": figures[(size, rule)][0],
+                "synthetic_recall": sum(figures[(size, rule)][0]) / N,
                 "synthetic_auroc": figures[(size, rule)][1],
-                "n_defects": 40,
+                "found": figures[(size, rule)][0],
+                "n_defects": N,
             }
             for rule in rules
         }
@@ -40,7 +49,7 @@ def _fake_judge(
 
 
 def _choose(
-    monkeypatch: pytest.MonkeyPatch, figures: dict[tuple[int, str], tuple[float, float]]
+    monkeypatch: pytest.MonkeyPatch, figures: Figures
 ) -> tuple[str, list[tuple[int, list[str]]]]:
     calls: list[tuple[int, list[str]]] = []
     monkeypatch.setattr(selection, "judge", _fake_judge(figures, calls))
@@ -57,28 +66,40 @@ def _choose(
 def test_candidates_of_one_input_size_are_judged_from_one_set_of_maps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    figures = {(512, "max"): (0.5, 0.9), (512, "topk_mean"): (0.5, 0.9), (320, "max"): (0.5, 0.9)}
+    same = (first(20), 0.9)
+    figures = {(512, "max"): same, (512, "topk_mean"): same, (320, "max"): same}
     _, calls = _choose(monkeypatch, figures)
     assert calls == [(512, ["max", "topk_mean"]), (320, ["max"])]
+
+
+def test_finds_more_counts_only_the_defects_one_side_finds() -> None:
+    assert finds_more(first(30), first(20)) == 1  # 10 more, none fewer: beyond 1.96·√10
+    assert finds_more(first(20), first(30)) == -1
+    assert finds_more(first(22), first(20)) == 0  # 2 more: within chance
+    disjoint_a = [1] * 10 + [0] * 30  # 10 found, by a alone
+    disjoint_b = [0] * 10 + [1] * 14 + [0] * 16  # 14 found, by b alone: 4 more of 24 discordant
+    assert finds_more(disjoint_b, disjoint_a) == 0
+    assert finds_more(first(0), first(0)) == 0
+    assert finds_more(first(4), first(1)) == 0  # metal plates' 4 vs 1 of 54: noise
 
 
 @pytest.mark.parametrize(
     ("top1", "small", "chosen"),
     [
-        ((0.60, 0.90), (0.50, 0.99), 1),  # more than one defect more found: recall wins
-        ((0.525, 0.95), (0.50, 0.80), 1),  # within one defect (1/40): the higher AUROC
-        ((0.525, 0.80), (0.50, 0.80), 0),  # within one defect, AUROC no higher: the base stays
-        ((0.40, 0.99), (0.45, 0.99), 0),  # fewer found: never chosen for its AUROC
-        ((0.50, 0.90), (0.70, 0.90), 2),
+        ((first(30), 0.80), (first(20), 0.99), 1),  # clearly more found: recall wins
+        ((first(22), 0.95), (first(20), 0.80), 1),  # within chance: the higher AUROC
+        ((first(22), 0.80), (first(20), 0.80), 0),  # within chance, AUROC no higher: base stays
+        ((first(12), 0.99), (first(20), 0.90), 0),  # clearly fewer: never chosen for its AUROC
+        ((first(20), 0.90), (first(35), 0.90), 2),
     ],
 )
 def test_the_choice_is_recall_then_auroc_then_the_earlier_candidate(
     monkeypatch: pytest.MonkeyPatch,
-    top1: tuple[float, float],
-    small: tuple[float, float],
+    top1: tuple[list[int], float],
+    small: tuple[list[int], float],
     chosen: int,
 ) -> None:
-    figures = {(512, "max"): (0.5, 0.9), (512, "topk_mean"): top1, (320, "max"): small}
+    figures = {(512, "max"): (first(20), 0.9), (512, "topk_mean"): top1, (320, "max"): small}
     name, _ = _choose(monkeypatch, figures)
     assert name == CANDIDATES[chosen].name
 
