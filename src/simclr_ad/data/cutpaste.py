@@ -74,7 +74,7 @@ def cutpaste(
     w = (area * ratio).sqrt().round().clamp(1, W - 1)
     src = torch.stack([u[:, 2] * (H - h), u[:, 3] * (W - w)], dim=1).floor()  # B×2 top, left
     dst = torch.stack([u[:, 4] * (H - h), u[:, 5] * (W - w)], dim=1).floor()
-    rows, cols = _grid(H, W, x.device)
+    rows, cols = pixel_grid(H, W, x.device)
     top, left = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
     hh, ww = h.to(x.device).view(B, 1, 1), w.to(x.device).view(B, 1, 1)
     inside = (rows >= top) & (rows < top + hh) & (cols >= left) & (cols < left + ww)
@@ -102,7 +102,7 @@ def scar(
     span = (sides - 2 * margin.unsqueeze(1)).clamp_min(0)  # B×2
     src = margin.unsqueeze(1) + (u[:, 3:5] * span).floor()  # B×2 centre row, col
     dst = margin.unsqueeze(1) + (u[:, 5:7] * span).floor()
-    rows, cols = _grid(H, W, x.device)
+    rows, cols = pixel_grid(H, W, x.device)
     cy, cx = dst.to(x.device).view(B, 2, 1, 1).unbind(1)
     cos, sin = (t.to(x.device).view(B, 1, 1) for t in (angle.cos(), angle.sin()))
     along = cos * (cols - cx) + sin * (rows - cy)
@@ -139,7 +139,7 @@ def cutpaste_batch(
     return CutPasteBatch(torch.cat([x, pasted.images, scarred.images]), labels, masks)
 
 
-def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def pixel_grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Row and column indices, 1×H×1 and 1×1×W (float)."""
     rows = torch.arange(height, device=device, dtype=torch.float32)
     cols = torch.arange(width, device=device, dtype=torch.float32)
@@ -162,7 +162,7 @@ def _paste(
         jitter: B×2 uniform numbers for the brightness and contrast factors (CPU).
     """
     B, C, H, W = x.shape
-    rows, cols = _grid(H, W, x.device)
+    rows, cols = pixel_grid(H, W, x.device)
     dy, dx = shift.to(x.device).view(B, 2, 1, 1).unbind(1)
     src_rows = (rows - dy).clamp(0, H - 1).expand(B, H, W)
     src_cols = (cols - dx).clamp(0, W - 1).expand(B, H, W)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simclr_ad.data.cutpaste import cutpaste, scar
+from simclr_ad.data.cutpaste import cutpaste, pixel_grid, scar
 from simclr_ad.preprocessing import Normalization
 
 FAMILIES = ("cutpaste", "scar", "speck", "scratch", "patch")
@@ -44,14 +44,8 @@ def _uniform(generator: torch.Generator, bounds: tuple[float, float]) -> float:
     return bounds[0] + float(torch.rand((), generator=generator)) * (bounds[1] - bounds[0])
 
 
-def _grid(height: int, width: int) -> tuple[Tensor, Tensor]:
-    rows = torch.arange(height, dtype=torch.float32).view(height, 1)
-    cols = torch.arange(width, dtype=torch.float32).view(1, width)
-    return rows, cols
-
-
 def _shifted(image: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
-    """``image`` (3×H×W in [0, 1]) shifted in brightness under the soft ``mask`` (H×W in
+    """``image`` (3×H×W in [0, 1]) shifted in brightness under the soft ``mask`` (1×H×W in
     [0, 1]), away from the level of the pixels under it."""
     weight = mask.sum().clamp_min(1e-6)
     level = float((image.mean(dim=0) * mask).sum() / weight)
@@ -102,7 +96,7 @@ def speck(image: Tensor, generator: torch.Generator, where: Tensor) -> Tensor:
     _, H, W = image.shape
     radius = max(1.0, _uniform(generator, SPECK_RADIUS) * min(H, W))
     cy, cx = _centre(generator, where, radius)
-    rows, cols = _grid(H, W)
+    rows, cols = pixel_grid(H, W, image.device)  # 1×H×1, 1×1×W
     distance = torch.hypot(rows - cy, cols - cx)
     mask = (radius + 0.5 - distance).clamp(0.0, 1.0)
     return _shifted(image, mask, generator)
@@ -117,7 +111,7 @@ def scratch(image: Tensor, generator: torch.Generator, where: Tensor) -> Tensor:
     angle = _uniform(generator, (0.0, math.pi))
     bend = _uniform(generator, (-SCRATCH_BEND, SCRATCH_BEND)) * length
     cy, cx = _centre(generator, where, length / 2 + abs(bend) + width)
-    rows, cols = _grid(H, W)
+    rows, cols = pixel_grid(H, W, image.device)  # 1×H×1, 1×1×W
     cos, sin = math.cos(angle), math.sin(angle)
     along = cos * (cols - cx) + sin * (rows - cy)
     across = -sin * (cols - cx) + cos * (rows - cy)
