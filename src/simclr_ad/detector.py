@@ -402,10 +402,20 @@ def cross_fitted_scores(
             enabled=progress is not None,
         ) as images:
             for position, row in images:
-                own = own_bank_patches(features, patch, row)
-                maps = features.maps[position : position + 1].float()
-                scores["patch"][position] = patch.predict(maps, shape, exclude=own).scores[0]
+                maps = leave_one_out_map(features, patch, position, row, shape)
+                scores["patch"][position] = patch.image_scores(maps)[0]
     return scores
+
+
+def leave_one_out_map(
+    features: GoodFeatures, patch: PatchScorer, position: int, row: int, shape: tuple[int, int]
+) -> Tensor:
+    """The 1×H×W anomaly map of good image ``row`` (``features.maps[position]``) by the bank
+    less that image's own patches: how it would score had it never been fitted on."""
+    assert features.maps is not None  # the patch maps were collected
+    own = own_bank_patches(features, patch, row)
+    maps = features.maps[position : position + 1].float()
+    return patch.predict(maps, shape, exclude=own).maps
 
 
 def _fit_group(

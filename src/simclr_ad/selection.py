@@ -34,6 +34,7 @@ from simclr_ad.detector import (
     DetectorSettings,
     collect_features,
     fit_scorers,
+    leave_one_out_map,
     own_bank_patches,
 )
 from simclr_ad.embeddings import Embedder, iter_embeddings
@@ -107,12 +108,8 @@ def judge(
     assert patch is not None and features.maps is not None  # the patch scorer is configured
     shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     good = {rule: torch.empty(n) for rule in rules}
-    for row in range(n):
-        maps = patch.predict(
-            features.maps[row : row + 1].float(),
-            shape,
-            exclude=own_bank_patches(features, patch, row),
-        ).maps
+    for row in range(n):  # every image is mapped: its position is its row
+        maps = leave_one_out_map(features, patch, row, row, shape)
         for rule in rules:
             good[rule][row] = patch.image_scores(maps, rule)[0]
     bases = everything[:DEFECT_BASES]
