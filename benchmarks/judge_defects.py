@@ -1,4 +1,5 @@
-"""``auto``'s synthetic judge on one category, both score rules side by side (research).
+"""``auto``'s synthetic judge on one category, both score rules with and without the positional
+standardisation, side by side (research).
 
 Usage:
     .venv/bin/python benchmarks/judge_defects.py --data ../shared/data/mvtec_ad --category screw
@@ -8,7 +9,7 @@ What ``simclr_ad.selection.judge`` measures when a new user trains with the shar
 EfficientNet-Lite0 weights and the defaults: the pipeline's subset of good training images
 (``SELECTION_IMAGES``) at the pretrained recipe's input shape, their leave-one-out scores for
 the calibrated 1% threshold, and one synthetic defect in each of ``DEFECT_BASES`` of them
-(``data.defects``' families in turn). Prints, per score rule, the synthetic recall at that
+(``data.defects``' families in turn). Prints, per scoring, the synthetic recall at that
 threshold, per family and pooled, and the synthetic AUROC. No test image is read.
 """
 
@@ -34,7 +35,7 @@ from simclr_ad.detector_bundle import model_spec
 from simclr_ad.embeddings import Embedder
 from simclr_ad.models.simclr import build_model
 from simclr_ad.scoring.registry import SCORE_RULES
-from simclr_ad.selection import SELECTION_IMAGES, judge
+from simclr_ad.selection import SELECTION_IMAGES, Scoring, judge
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "efficientnet_lite0_imagenet.safetensors"
@@ -62,10 +63,11 @@ def main() -> None:
     model = build_model(model_spec(config), config.weights).eval()
     embedder = Embedder(model, config.patch_stages or None)
     settings = DetectorSettings.from_config(config)
-    figures = judge(embedder, pixels, settings, SCORE_RULES, torch.device("cpu"))
-    for rule, row in figures.items():
+    scorings = [Scoring(rule, positional) for positional in (False, True) for rule in SCORE_RULES]
+    figures = judge(embedder, pixels, settings, scorings, torch.device("cpu"))
+    for scoring, row in figures.items():
         row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-        print(json.dumps({"category": args.category, "seed": args.seed, "rule": rule} | row))
+        print(json.dumps({"category": args.category, "seed": args.seed} | scoring._asdict() | row))
     seconds = round(time.perf_counter() - started)
     print(json.dumps({"category": args.category, "shape": list(shape), "seconds": seconds}))
 

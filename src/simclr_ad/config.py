@@ -44,7 +44,7 @@ CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
 ASPECTS = ("auto", "square")  # data.shape.choose_shape
 # With pretrained weights and ``auto``, the keys at their defaults and not ``pinned`` take these
 # values: the detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
-PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512}
+PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "positional": False}
 MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -109,6 +109,7 @@ class TrainConfig:
     map_sigma: float = 4.0
     score_rule: str = DEFAULT_SCORE_RULE  # topk_mean: top 1% of the map; "max" is PatchCore's
     topk_fraction: float = 0.01  # the share of map pixels averaged by "topk_mean"
+    positional: bool = False  # patch maps standardised per position by good images' (crossfit)
     photometric: str = "gain"  # per-image brightness correction: none | gain | standardize
     eval_batch_size: int = 32
 
@@ -177,6 +178,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "map_sigma",
         "score_rule",
         "topk_fraction",
+        "positional",
         "photometric",
         "eval_batch_size",
     ),
@@ -276,6 +278,12 @@ def _validate(cfg: TrainConfig) -> None:
         ("map_sigma", cfg.map_sigma >= 0, "a number >= 0"),
         ("topk_fraction", 0.0 < cfg.topk_fraction <= 1.0, "a number in (0, 1]"),
         ("score_rule", cfg.score_rule in SCORE_RULES, f"one of {', '.join(SCORE_RULES)}"),
+        (
+            "positional",
+            not cfg.positional or (cfg.calibration == "crossfit" and not cfg.pooled),
+            "false with holdout calibration or a pooled detector (its statistics come from "
+            "cross-fitted maps of one category)",
+        ),
         (
             "photometric",
             cfg.photometric in PHOTOMETRIC_MODES,

@@ -26,7 +26,7 @@ from simclr_ad.preprocessing import Photometric
 from simclr_ad.progress import progress_bar
 from simclr_ad.scoring.base import GlobalScorer
 from simclr_ad.scoring.factory import create_scorer, scorer_class
-from simclr_ad.scoring.patch import PatchScorer
+from simclr_ad.scoring.patch import PatchScorer, PositionStats, standardise
 from simclr_ad.scoring.registry import DEFAULT_SCORE_RULE, DEFAULT_SCORERS, SCORERS
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class DetectorSettings:
     map_sigma: float = 4.0
     score_rule: str = DEFAULT_SCORE_RULE
     topk_fraction: float = 0.01
+    positional: bool = False  # maps standardised per position by good images' (crossfit only)
     photometric: str = "gain"
     batch_size: int = 32
     seed: int = 0
@@ -379,8 +380,10 @@ def cross_fitted_scores(
 
     The patch scorer leaves one image out: the final bank less that image's own patches, so an
     image meets a bank built from all the others, as a new part meets the final bank (K folds
-    would leave holes where a fifth of the images' patches were). The global scorers are
-    refitted on K - 1 of K = ``calibration_folds`` folds."""
+    would leave holes where a fifth of the images' patches were). A positional patch scorer's
+    statistics come from these maps (``set_positions``), and each image's map is standardised
+    by the statistics of the others. The global scorers are refitted on K - 1 of K =
+    ``calibration_folds`` folds."""
     n = features.h.shape[0]
     fold = fold_of(n, settings.calibration_folds, settings.seed)
     scores = {name: torch.empty(len(features.mapped)) for name in settings.scorers}
@@ -401,21 +404,41 @@ def cross_fitted_scores(
             unit="img",
             enabled=progress is not None,
         ) as images:
+            raw = []  # a positional scorer's out-of-fold maps, float16
             for position, row in images:
                 maps = leave_one_out_map(features, patch, position, row, shape)
-                scores["patch"][position] = patch.image_scores(maps)[0]
+                if patch.positional:
+                    raw.append(maps.half())
+                else:
+                    scores["patch"][position] = patch.image_scores(maps)[0]
+        if patch.positional:
+            scores["patch"] = positional_scores(patch, raw)
     return scores
+
+
+def positional_scores(patch: PatchScorer, raw: Sequence[Tensor]) -> Tensor:
+    """Image scores of good images' out-of-fold 1×H×W ``raw`` maps, by a positional ``patch``
+    scorer whose statistics are set from them. Each map is standardised by the statistics of
+    the others: its own peak would lift its position's mean and spread and hide itself."""
+    stats = PositionStats.of(raw)
+    patch.set_positions(stats)
+    scores = []
+    for one in raw:
+        mean, scale = stats.without([one]).moments()
+        scores.append(patch.image_scores(standardise(one.float(), mean, scale)))
+    return torch.cat(scores)
 
 
 def leave_one_out_map(
     features: GoodFeatures, patch: PatchScorer, position: int, row: int, shape: tuple[int, int]
 ) -> Tensor:
     """The 1×H×W anomaly map of good image ``row`` (``features.maps[position]``) by the bank
-    less that image's own patches: how it would score had it never been fitted on."""
+    less that image's own patches: how it would score had it never been fitted on (before any
+    positional standardisation: ``positional_scores``)."""
     assert features.maps is not None  # the patch maps were collected
     own = own_bank_patches(features, patch, row)
     maps = features.maps[position : position + 1].float()
-    return patch.predict(maps, shape, exclude=own).maps
+    return patch.predict(maps, shape, exclude=own, raw=True).maps
 
 
 def _fit_group(

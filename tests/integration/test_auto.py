@@ -26,18 +26,23 @@ def test_auto_chooses_among_candidates_on_synthetic_defects_and_records_why(
     tiny_data: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the recipe's 512 px and the 320 px candidate, scaled down to the tiny images
-    monkeypatch.setattr(config, "PRETRAINED_RECIPE", {"epochs": 0, "image_size": 48})
-    small = (Candidate("base", {}), Candidate("image size 32", {"image_size": 32}))
+    recipe = {"epochs": 0, "image_size": 48, "positional": False}
+    monkeypatch.setattr(config, "PRETRAINED_RECIPE", recipe)
+    small = (
+        Candidate("base", {}),
+        Candidate("image size 32", {"image_size": 32}),
+        Candidate("positional", {"positional": True}),
+    )
     monkeypatch.setattr(selection, "CANDIDATES", small)
     run = tmp_path / "run"
     argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
     assert main([*argv, "--weights", str(weights), "--device", "cpu"]) == 0
     meta = json.loads((run / "model" / "model.json").read_text())
     training = meta["training"]
-    assert training["pretrained_recipe"] == {"epochs": 0, "image_size": 48}
+    assert training["pretrained_recipe"] == recipe
     assert training["epochs_trained"] == 0
     entry = training["auto_selection"]["bolt"]
-    assert [row["candidate"] for row in entry["candidates"]] == ["base", "image size 32"]
+    assert [row["candidate"] for row in entry["candidates"]] == [c.name for c in small]
     for row in entry["candidates"]:
         assert row["n_good"] == 14 and row["n_defects"] == 14
         assert 0.0 <= row["synthetic_recall"] <= 1.0 and 0.0 <= row["synthetic_auroc"] <= 1.0
@@ -46,18 +51,21 @@ def test_auto_chooses_among_candidates_on_synthetic_defects_and_records_why(
     assert meta["preprocessing"]["input_shapes"] == {"bolt": [size, size]}  # the chosen one
     patch = meta["detector"]["groups"]["bolt"]["scorers"]["patch"]
     assert patch["params"]["score_rule"] == "topk_mean"  # the default rule: not a candidate
+    assert patch["params"]["positional"] == (entry["chosen"] == "positional")
 
 
-def test_a_size_the_user_set_leaves_auto_nothing_to_choose(
+def test_keys_the_user_set_leave_auto_nothing_to_choose(
     tiny_data: Path, weights: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     argv = ["-q", "train", "--data", str(tiny_data), "--out", str(run), "--categories", "bolt"]
-    assert main([*argv, "--weights", str(weights), "--image-size", "48", "--device", "cpu"]) == 0
+    extra = ["--weights", str(weights), "--image-size", "48", "--set", "positional=false"]
+    assert main([*argv, *extra, "--device", "cpu"]) == 0
     training = json.loads((run / "model" / "model.json").read_text())["training"]
     assert training["pretrained_recipe"] == {"epochs": 0}
     assert training["auto_selection"] == {}
-    assert training["config"]["image_size"] == 48 and training["config"]["pinned"] == ["image_size"]
+    assert training["config"]["image_size"] == 48
+    assert training["config"]["pinned"] == ["image_size", "positional"]
 
 
 def test_no_auto_keeps_the_defaults_and_chooses_nothing(

@@ -56,3 +56,22 @@ def test_train_evaluate_predict_export_at_the_categorys_shape(
         96,
         32,
     )
+
+
+def test_a_positional_detector_trains_evaluates_and_exports_with_its_statistics(
+    tall_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, evaluation = tmp_path / "run", tmp_path / "eval"
+    argv = ["-q", "train", "--data", str(tall_data), "--out", str(run), "--weights", "none"]
+    extra = ["--epochs", "0", "--image-size", "32", "--set", "positional=true"]
+    assert main([*argv, *extra, "--device", "cpu"]) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["detector"]["groups"]["bolt"]["scorers"]["patch"]["params"]["positional"]
+    argv = ["evaluate", "--model", str(run / "model"), "--data", str(tall_data)]
+    assert main([*argv, "--out", str(evaluation), "--device", "cpu"]) == 0
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["scorers"]["patch"]["categories"]["bolt"]["image"]["auroc"] is not None
+    onnx = tmp_path / "bolt.onnx"
+    capsys.readouterr()
+    assert main(["export", "--model", str(run / "model"), "--out", str(onnx)]) == 0
+    assert capsys.readouterr().out.strip().endswith("ok")  # the graph standardises as torch does

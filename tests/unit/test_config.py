@@ -4,6 +4,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_pretrained_recipe_fills_only_the_keys_left_at_their_defaults() -> None:
     from simclr_ad.config import apply_pretrained_recipe
 
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet"))
-    assert changed == {"epochs": 0, "image_size": 512}
+    assert changed == {"epochs": 0, "image_size": 512, "positional": False}  # free for auto
     assert (config.epochs, config.image_size, config.score_rule) == (0, 512, "topk_mean")
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet", image_size=384))
     assert config.image_size == 384 and "image_size" not in changed
@@ -125,22 +126,30 @@ def test_keys_given_at_their_default_values_are_kept_as_given(tmp_path: Path) ->
     config = build_config(weights="x.pt", image_size=224)
     assert config.pinned == ("image_size",)
     config, changed = apply_pretrained_recipe(config)
-    assert changed == {"epochs": 0} and config.image_size == 224
+    assert changed == {"epochs": 0, "positional": False} and config.image_size == 224
     # a config file that gives them (mvtec5.yaml: image_size 224, epochs 50)
     mvtec5 = build_config(load_yaml(CONFIGS / "mvtec5.yaml"), weights="x.pt")
     config, changed = apply_pretrained_recipe(mvtec5)
-    assert (config.image_size, config.epochs) == (224, 50) and changed == {}
+    assert (config.image_size, config.epochs) == (224, 50) and changed == {"positional": False}
     # a file that states what it pins (default.yaml, a written config.yaml): just those
     config, changed = apply_pretrained_recipe(
         build_config(load_yaml(CONFIGS / "default.yaml"), weights="x.pt")
     )
-    assert changed == {"epochs": 0, "image_size": 512}
+    assert changed == {"epochs": 0, "image_size": 512, "positional": False}
     path = tmp_path / "c.yaml"
     path.write_text("pinned: [epochs]\nimage_size: 224\n")
     assert build_config(load_yaml(path)).pinned == ("epochs",)
     assert build_config(load_yaml(path), image_size=224).pinned == ("epochs", "image_size")
     with pytest.raises(UserError, match="pinned"):
         build_config(pinned=["lr"])
+    config, changed = apply_pretrained_recipe(build_config(weights="x.pt", positional=True))
+    assert config.positional and config.pinned == ("positional",) and "positional" not in changed
+
+
+@pytest.mark.parametrize("other", [{"calibration": "holdout"}, {"pooled": True}])
+def test_positional_maps_need_one_categorys_cross_fitted_maps(other: dict[str, Any]) -> None:
+    with pytest.raises(UserError, match="positional"):
+        build_config(positional=True, **other)
 
 
 def test_calibration_and_aspect_are_validated() -> None:

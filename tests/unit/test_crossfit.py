@@ -11,10 +11,11 @@ from simclr_ad.detector import (
     cross_fitted_scores,
     fit_scorers,
     fold_of,
+    leave_one_out_map,
 )
 from simclr_ad.embeddings import flatten_patches
 from simclr_ad.preprocessing import Photometric
-from simclr_ad.scoring.patch import PatchScorer
+from simclr_ad.scoring.patch import PatchScorer, PositionStats, standardise
 
 
 def _features(maps: torch.Tensor) -> GoodFeatures:
@@ -115,3 +116,27 @@ def test_crossfit_needs_three_images() -> None:
 
 def test_scorer_set_shape_defaults_to_square() -> None:
     assert ScorerSet(patch=None, global_scorers={}).shape is None
+
+
+def test_positional_scores_standardise_each_image_by_the_others_maps() -> None:
+    maps = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1))
+    maps[3, :, 1, 1] += 4.0  # one image with a patch unlike any other's
+    settings = DetectorSettings(
+        image_size=24, scorers=("patch",), coreset_ratio=1.0, positional=True
+    )
+    features = _features(maps)
+    everything = torch.ones(6, dtype=torch.bool)
+    fitted = fit_scorers(features, everything, settings, Photometric(), torch.device("cpu"))
+    patch = fitted.patch
+    assert patch is not None and patch.positional
+    scores = cross_fitted_scores(features, fitted, settings, (24, 24))["patch"]
+    raw = [leave_one_out_map(features, patch, i, i, (24, 24)).half() for i in range(6)]
+    everyone = PositionStats.of(raw)
+    torch.testing.assert_close(patch.position_mean, everyone.moments()[0])  # set from all six
+    for i in range(6):
+        others = PositionStats.of([m for j, m in enumerate(raw) if j != i]).moments()
+        expected = patch.image_scores(standardise(raw[i].float(), *others))[0]
+        assert scores[i] == pytest.approx(float(expected), rel=1e-4)
+    in_sample = patch.image_scores(standardise(raw[3].float(), *everyone.moments()))[0]
+    assert scores[3] > 1.5 * in_sample  # its own peak, in the statistics, would hide itself
+    assert int(scores.argmax()) == 3

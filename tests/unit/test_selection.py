@@ -8,15 +8,16 @@ import torch
 
 from simclr_ad import selection
 from simclr_ad.detector import DetectorSettings
-from simclr_ad.selection import Candidate, choose, finds_more
+from simclr_ad.selection import Candidate, Scoring, choose, finds_more
 
 SETTINGS = DetectorSettings(image_size=512, score_rule="max")
-FREE = {"image_size", "score_rule"}
-# the machinery takes any candidates: here one of each kind, a rule and a size
+FREE = {"image_size", "score_rule", "positional"}
+# the machinery takes any candidates: here a rule, a size and the positional standardisation
 CANDIDATES = (
     Candidate("base", {}),
     Candidate("top 1%", {"score_rule": "topk_mean"}),
     Candidate("image size 320", {"image_size": 320}),
+    Candidate("positional", {"positional": True}),
 )
 N = 40  # synthetic defects
 
@@ -26,32 +27,32 @@ def first(k: int) -> list[int]:
     return [1] * k + [0] * (N - k)
 
 
-Figures = dict[tuple[int, str], tuple[list[int], float]]
+Figures = dict[tuple[int, str], tuple[list[int], float]]  # (size, rule or "positional")
+Calls = list[tuple[int, list[Scoring]]]
 
 
-def _fake_judge(figures: Figures, calls: list[tuple[int, list[str]]]) -> Any:
-    """A judge that returns (found per defect, AUROC) per (input size, rule)."""
+def _fake_judge(figures: Figures, calls: Calls) -> Any:
+    """A judge that returns (found per defect, AUROC) per (input size, rule or "positional")."""
 
-    def judge(embedder, pixels, settings, rules, device):  # type: ignore[no-untyped-def]
+    def judge(embedder, pixels, settings, scorings, device):  # type: ignore[no-untyped-def]
         size = int(pixels.shape[-1])
-        calls.append((size, list(rules)))
+        calls.append((size, list(scorings)))
+        keys = {s: (size, "positional" if s.positional else s.rule) for s in scorings}
         return {
-            rule: {
-                "synthetic_recall": sum(figures[(size, rule)][0]) / N,
-                "synthetic_auroc": figures[(size, rule)][1],
-                "found": figures[(size, rule)][0],
+            s: {
+                "synthetic_recall": sum(figures[keys[s]][0]) / N,
+                "synthetic_auroc": figures[keys[s]][1],
+                "found": figures[keys[s]][0],
                 "n_defects": N,
             }
-            for rule in rules
+            for s in scorings
         }
 
     return judge
 
 
-def _choose(
-    monkeypatch: pytest.MonkeyPatch, figures: Figures
-) -> tuple[str, list[tuple[int, list[str]]]]:
-    calls: list[tuple[int, list[str]]] = []
+def _choose(monkeypatch: pytest.MonkeyPatch, figures: Figures) -> tuple[str, Calls]:
+    calls: Calls = []
     monkeypatch.setattr(selection, "judge", _fake_judge(figures, calls))
     monkeypatch.setattr(selection, "CANDIDATES", CANDIDATES)
 
@@ -68,8 +69,11 @@ def test_candidates_of_one_input_size_are_judged_from_one_set_of_maps(
 ) -> None:
     same = (first(20), 0.9)
     figures = {(512, "max"): same, (512, "topk_mean"): same, (320, "max"): same}
-    _, calls = _choose(monkeypatch, figures)
-    assert calls == [(512, ["max", "topk_mean"]), (320, ["max"])]
+    _, calls = _choose(monkeypatch, figures | {(512, "positional"): same})
+    assert calls == [
+        (512, [Scoring("max"), Scoring("topk_mean"), Scoring("max", positional=True)]),
+        (320, [Scoring("max")]),
+    ]
 
 
 def test_finds_more_counts_only_the_defects_one_side_finds() -> None:
@@ -100,11 +104,23 @@ def test_the_choice_is_recall_then_auroc_then_the_earlier_candidate(
     chosen: int,
 ) -> None:
     figures = {(512, "max"): (first(20), 0.9), (512, "topk_mean"): top1, (320, "max"): small}
-    name, _ = _choose(monkeypatch, figures)
+    name, _ = _choose(monkeypatch, figures | {(512, "positional"): (first(0), 0.5)})
     assert name == CANDIDATES[chosen].name
+
+
+def test_a_positional_candidate_that_finds_clearly_more_is_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    same = (first(20), 0.9)
+    figures = {(512, "max"): same, (512, "topk_mean"): same, (320, "max"): same}
+    name, _ = _choose(monkeypatch, figures | {(512, "positional"): (first(32), 0.85)})
+    assert name == "positional"
 
 
 def test_the_shipped_candidates_leave_the_score_rule_alone() -> None:
     assert all("score_rule" not in c.changes for c in selection.CANDIDATES)
     assert [c.name for c in selection.usable_candidates({"epochs"})] == ["base"]
     assert len(selection.usable_candidates({"epochs", "image_size"})) == 2
+    assert len(selection.usable_candidates({"epochs", "image_size", "positional"})) == 3
+    positional = selection.CANDIDATES[2]
+    assert positional.scoring(SETTINGS) == Scoring("max", positional=True)  # the base's rule

@@ -7,12 +7,17 @@ as its buffer: PyTorch inference and the traced ONNX graph (``export_onnx.Detect
 the same ``forward``. Eagerly the search goes through ``NearestNeighbourIndex`` (faiss for large
 CPU searches, chunked torch otherwise); traced, through ``exact_distances``, the same exact
 search in tensor operations only.
+
+With ``positional`` the maps are standardised per position by the mean and spread of good
+images' out-of-fold maps there (``PositionStats``, fitted by ``set_positions``): on aligned parts
+a region that varies among good parts (a part's ends, an edge) weighs less, a quiet one more.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_UPSAMPLING = 8  # score() maps at 8× the feature resolution: a stride-8 feature map
+POSITION_POOL = 8  # positional statistics on a grid this many times coarser than the maps
+POSITION_FLOOR = 0.5  # a position's spread never below this share of the mean spread
 
 
 class PatchPrediction(NamedTuple):
@@ -51,6 +58,7 @@ class PatchScorer(Scorer):
         score_rule: ``"max"`` of the map or ``"topk_mean"``, the mean of its hottest pixels.
         topk_fraction: the share of pixels averaged by ``"topk_mean"``, in (0, 1].
         seed: seeds the coreset selection.
+        positional: standardise the maps per position (``set_positions`` after ``fit``).
     """
 
     kind: ClassVar[str] = "patch"
@@ -64,6 +72,7 @@ class PatchScorer(Scorer):
         score_rule: str = DEFAULT_SCORE_RULE,
         topk_fraction: float = 0.01,
         seed: int = 0,
+        positional: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(coreset_ratio, k, sigma, score_rule, topk_fraction, seed)
@@ -73,7 +82,11 @@ class PatchScorer(Scorer):
         self.score_rule = score_rule
         self.topk_fraction = float(topk_fraction)
         self.seed = seed
+        self.positional = bool(positional)
         self.register_buffer("bank", torch.empty(0, 0))
+        if self.positional:  # the maps' mean and spread per position, pooled (set_positions)
+            self.register_buffer("position_mean", torch.empty(0, 0))
+            self.register_buffer("position_scale", torch.empty(0, 0))
         self.kept: Tensor | None = None  # after fit: the rows of the fitted patches in the bank
         self._index: tuple[Tensor, NearestNeighbourIndex] | None = None  # (of which bank, index)
 
@@ -86,6 +99,7 @@ class PatchScorer(Scorer):
             "score_rule": self.score_rule,
             "topk_fraction": self.topk_fraction,
             "seed": self.seed,
+            "positional": self.positional,
         }
 
     def fit(self, patches: Tensor) -> Self:
@@ -109,11 +123,26 @@ class PatchScorer(Scorer):
         logger.info("patch memory bank: %d of %d patches", self.bank.shape[0], P)
         return self
 
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the bank is filled (a positional scorer's maps also need ``set_positions``;
+        before it, only ``raw`` ones)."""
+        return self.bank.numel() > 0
+
+    def set_positions(self, stats: PositionStats) -> Self:
+        """Standardise the maps from now on by ``stats``, from good images' out-of-fold maps
+        (a positional scorer is fitted once this is set)."""
+        if not self.positional:
+            raise ValueError("set_positions needs a scorer made with positional=True")
+        self.position_mean, self.position_scale = stats.moments()
+        return self
+
     def forward(
         self,
         features: Tensor,
         image_size: int | tuple[int, int],
         exclude: Tensor | None = None,
+        raw: bool = False,
     ) -> PatchPrediction:
         """Anomaly maps and image scores, on the features' device.
 
@@ -121,12 +150,13 @@ class PatchScorer(Scorer):
             features: N×C×h×w patch feature maps, C as in ``fit``.
             image_size: S, the side of square maps, or their (H, W).
             exclude: bank patches not to match, as in ``patch_distances``.
+            raw: maps before the positional standardisation (to fit it).
 
         Returns:
             Scores (N) and maps (N×H×W).
         """
         size = map_size(image_size)
-        maps = self.anomaly_maps(features, size, exclude=exclude)
+        maps = self.anomaly_maps(features, size, exclude=exclude, raw=raw)
         return PatchPrediction(scores=self._image_scores(maps, size), maps=maps)
 
     def patch_distances(self, features: Tensor, *, exclude: Tensor | None = None) -> Tensor:
@@ -158,13 +188,16 @@ class PatchScorer(Scorer):
         image_size: int | tuple[int, int],
         *,
         exclude: Tensor | None = None,
+        raw: bool = False,
     ) -> Tensor:
-        """Patch distances upsampled (bilinear) to the image and Gaussian-smoothed.
+        """Patch distances upsampled (bilinear) to the image and Gaussian-smoothed; with
+        ``positional``, then standardised per position.
 
         Args:
             features: N×C×h×w patch feature maps.
             image_size: S, the side of a square image, or its (H, W).
             exclude: bank patches not to match, as in ``patch_distances``.
+            raw: maps before the positional standardisation (to fit it).
 
         Returns:
             N×H×W float32 maps on the features' device.
@@ -172,7 +205,12 @@ class PatchScorer(Scorer):
         size = map_size(image_size)
         distances = self.patch_distances(features, exclude=exclude)[:, None]  # N×1×h×w
         maps = F.interpolate(distances, size=size, mode="bilinear", align_corners=False)
-        return gaussian_blur(maps[:, 0], sigma=self.sigma)
+        maps = gaussian_blur(maps[:, 0], sigma=self.sigma)
+        if not self.positional or raw:
+            return maps
+        if self.position_mean.numel() == 0:
+            raise ValueError("patch scorer: positional maps need set_positions(...) first")
+        return standardise(maps, self.position_mean, self.position_scale)
 
     def image_scores(self, maps: Tensor, rule: str | None = None) -> Tensor:
         """One score per map by ``score_rule``.
@@ -206,6 +244,7 @@ class PatchScorer(Scorer):
         image_size: int | tuple[int, int],
         *,
         exclude: Tensor | None = None,
+        raw: bool = False,
     ) -> PatchPrediction:
         """Anomaly maps and image scores, as ``forward`` but float32 on the CPU.
 
@@ -213,11 +252,12 @@ class PatchScorer(Scorer):
             features: N×C×h×w patch feature maps.
             image_size: S, the side of square maps, or their (H, W).
             exclude: bank patches not to match, as in ``patch_distances``.
+            raw: maps before the positional standardisation (to fit it).
 
         Returns:
             Scores (N) and maps (N×H×W), float32 on the CPU.
         """
-        scores, maps = self(features, image_size, exclude)
+        scores, maps = self(features, image_size, exclude, raw)
         return PatchPrediction(scores=scores.float().cpu(), maps=maps.float().cpu())
 
     def score(self, features: Tensor, image_size: int | tuple[int, int] | None = None) -> Tensor:
@@ -242,6 +282,12 @@ class PatchScorer(Scorer):
         bank = self.bank
         if bank.ndim != 2 or min(bank.shape) < 1:
             raise ValueError(f"patch state: bank must be K×C, got {tuple(bank.shape)}")
+        if self.positional and self.position_mean.numel():
+            mean, scale = self.position_mean, self.position_scale
+            if mean.ndim != 2 or mean.shape != scale.shape or not bool((scale > 0).all()):
+                raise ValueError(
+                    "patch state: position_mean and position_scale must be h×w, the scale > 0"
+                )
         if self.k > bank.shape[0]:
             logger.warning(
                 "patch: k=%d exceeds the bank's %d patches; using all", self.k, len(bank)
@@ -253,6 +299,54 @@ class PatchScorer(Scorer):
         if self._index is None or self._index[0] is not self.bank:
             self._index = (self.bank, NearestNeighbourIndex(self.bank))
         return self._index[1]
+
+
+class PositionStats(NamedTuple):
+    """Per-position sums of N good anomaly maps, pooled ``POSITION_POOL``-fold (float64):
+    their mean and spread standardise the maps. ``without`` takes maps out again, so that a
+    good image's out-of-fold score is standardised by statistics it is not part of."""
+
+    total: Tensor  # h×w
+    squares: Tensor  # h×w
+    n_maps: int
+
+    @classmethod
+    def of(cls, maps: Sequence[Tensor]) -> PositionStats:
+        """The sums of a sequence of n×H×W maps (one H×W)."""
+        pooled = torch.cat([_pooled(m) for m in maps])
+        return cls(pooled.sum(0), pooled.square().sum(0), int(pooled.shape[0]))
+
+    def without(self, maps: Sequence[Tensor]) -> PositionStats:
+        """These sums less those of ``maps`` (that were among them)."""
+        less = PositionStats.of(maps)
+        return PositionStats(
+            self.total - less.total, self.squares - less.squares, self.n_maps - less.n_maps
+        )
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """float32 h×w mean and spread (standard deviation, at least ``POSITION_FLOOR`` of its
+        mean over the positions: a position where every good map agrees is not divided by ~0)."""
+        if self.n_maps < 2:
+            raise ValueError(f"positional statistics need at least 2 maps, got {self.n_maps}")
+        mean = self.total / self.n_maps
+        variance = (self.squares - self.n_maps * mean.square()) / (self.n_maps - 1)
+        spread = variance.clamp_min(0).sqrt()
+        scale = spread.clamp_min(max(POSITION_FLOOR * float(spread.mean()), 1e-12))
+        return mean.float(), scale.float()
+
+
+def standardise(maps: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """N×H×W ``maps`` less the h×w ``mean``, over ``scale`` (both upsampled to H×W)."""
+    size = (int(maps.shape[-2]), int(maps.shape[-1]))
+    grid = torch.stack([mean, scale])[None].to(maps)  # 1×2×h×w
+    mean_up, scale_up = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0]
+    return (maps - mean_up) / scale_up
+
+
+def _pooled(maps: Tensor) -> Tensor:
+    """N×H×W maps -> N×h×w float64 averages over ``POSITION_POOL``² windows (edges: partial)."""
+    pooled = F.avg_pool2d(maps.float()[:, None], POSITION_POOL, ceil_mode=True)
+    return pooled[:, 0].double()
 
 
 def map_size(image_size: int | tuple[int, int]) -> tuple[int, int]:

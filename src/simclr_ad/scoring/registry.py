@@ -47,6 +47,7 @@ _PATCH_SETTINGS = {
     "score_rule": "score_rule",
     "topk_fraction": "topk_fraction",
     "seed": "seed",
+    "positional": "positional",
 }
 _GLOBAL_SETTINGS: dict[str, dict[str, str]] = {
     "knn": {"k": "knn_k"},

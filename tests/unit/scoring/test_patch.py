@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load, save
 
-from simclr_ad.scoring.patch import PatchPrediction, PatchScorer, gaussian_blur
+from simclr_ad.scoring.patch import (
+    PatchPrediction,
+    PatchScorer,
+    PositionStats,
+    gaussian_blur,
+    standardise,
+)
 
 C, H = 16, 7  # channels and side of the feature maps
 
@@ -188,3 +194,67 @@ def test_moving_the_module_moves_the_bank_and_its_search() -> None:
     moved = scorer.to(torch.float64)  # a module: .to() converts and moves its buffers
     assert moved.bank.dtype == torch.float64
     torch.testing.assert_close(moved.predict(test.double(), 16).scores, before)
+
+
+def test_position_stats_are_the_pooled_maps_mean_and_spread_and_leave_maps_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.rand(1, 16, 24, generator=g) * (i + 1) for i in range(5)]  # pooled: 2×3
+    stats = PositionStats.of(maps)
+    pooled = torch.cat([F.avg_pool2d(m[:, None], 8)[:, 0] for m in maps])
+    mean, scale = stats.moments()
+    torch.testing.assert_close(mean, pooled.mean(0))
+    spread = pooled.std(0)
+    torch.testing.assert_close(scale, spread.clamp_min(0.5 * float(spread.mean())))
+    others_mean, _ = stats.without([maps[2]]).moments()
+    torch.testing.assert_close(others_mean, pooled[[0, 1, 3, 4]].mean(0))
+    with pytest.raises(ValueError, match="at least 2 maps"):
+        PositionStats.of(maps[:1]).moments()
+
+
+def test_the_floor_keeps_a_position_where_every_good_map_agrees_finite() -> None:
+    maps = [torch.full((1, 16, 16), 3.0) for _ in range(4)]
+    maps[0][0, :8, :8] = 5.0  # only the top-left position varies
+    mean, scale = PositionStats.of(maps).moments()
+    assert bool((scale > 0).all()) and scale[1, 1] == scale.min()
+    standard = standardise(torch.full((1, 16, 16), 3.0), mean, scale)
+    assert torch.isfinite(standard).all()
+
+
+def test_a_positional_scorer_weighs_a_bump_by_how_much_good_parts_vary_there() -> None:
+    """The same bump scores lower where good images' maps vary and higher where they agree."""
+    scorer = fitted(coreset_ratio=1.0, sigma=0.0, positional=True, score_rule="max")
+    good = []
+    g = torch.Generator().manual_seed(1)
+    for _ in range(8):
+        features = normal_maps(1, seed=int(torch.randint(100, (1,), generator=g)))
+        features[0, :, 0, 0] += 2.0 * float(torch.rand(1, generator=g))  # a corner that varies
+        good.append(scorer.predict(features, 56, raw=True).maps)
+    scorer.set_positions(PositionStats.of(good))
+    corner = normal_maps(2, seed=50)  # image 0: a bump in the corner, image 1: in the centre
+    corner[0, :, 0, 0] += 1.5
+    corner[1, :, 3, 3] += 1.5
+    raw = scorer.predict(corner, 56, raw=True).scores
+    standard = scorer.predict(corner, 56).scores
+    assert abs(float(raw[0]) - float(raw[1])) < 0.3 * float(raw.max())  # alike before
+    assert standard[1] > 2 * standard[0]  # after: the quiet centre's bump stands out
+    with pytest.raises(ValueError, match="set_positions"):
+        fitted(positional=True).predict(normal_maps(1, seed=0), 56)
+    with pytest.raises(ValueError, match="positional=True"):
+        fitted().set_positions(PositionStats.of(good))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
+def test_a_positional_scorer_round_trips_and_traces() -> None:
+    scorer = fitted(coreset_ratio=0.5, positional=True)
+    good = [scorer.predict(normal_maps(1, seed=s), (20, 24), raw=True).maps for s in range(9, 14)]
+    scorer.set_positions(PositionStats.of(good))
+    params = json.loads(json.dumps(scorer.params()))
+    rebuilt = PatchScorer.from_state(params, load(save(scorer.state_dict())))
+    test = normal_maps(3, seed=2)
+    a, b = scorer.predict(test, (20, 24)), rebuilt.predict(test, (20, 24))
+    assert torch.equal(a.scores, b.scores) and torch.equal(a.maps, b.maps)
+    assert not torch.equal(a.maps, scorer.predict(test, (20, 24), raw=True).maps)
+    traced = torch.jit.trace(lambda f: tuple(scorer(f, (20, 24))), (normal_maps(2, 5),))
+    scores, maps = traced(test)
+    torch.testing.assert_close(scores, a.scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(maps, a.maps, rtol=1e-5, atol=1e-5)
