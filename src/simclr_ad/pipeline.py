@@ -137,6 +137,15 @@ def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != key}
 
 
+def auto_keys(config: TrainConfig, recipe: dict[str, Any]) -> list[str]:
+    """The keys ``auto`` may change per category: none where it does not run (SimCLR epochs, a
+    pooled detector, or a single candidate left by the keys the user set)."""
+    usable = usable_candidates(set(recipe))
+    if config.epochs != 0 or config.pooled or len(usable) < 2:
+        return []
+    return sorted({key for candidate in usable for key in candidate.changes})
+
+
 def select_candidates(
     model: SimCLRModel,
     config: TrainConfig,
@@ -149,7 +158,7 @@ def select_candidates(
     the pretrained recipe chose the settings (no training, not pooled). Returns the choices
     (category -> changed keys) and what was measured, for the bundle; none where the user's
     settings leave a single candidate."""
-    if config.epochs != 0 or config.pooled or len(usable_candidates(set(recipe))) < 2:
+    if not auto_keys(config, recipe):
         return {}, {}
     embedder = Embedder(model, config.patch_stages or None)
     choices: dict[str, dict[str, Any]] = {}
@@ -293,9 +302,12 @@ def _run(
     if dist.is_main:
         (out / "config.yaml").write_text(dump_yaml(config))
     if recipe and dist.is_main:  # said once the data is known to be there
+        chosen = auto_keys(config, recipe)
+        by_auto = f"; auto may change {', '.join(chosen)} per category" if chosen else ""
         log.info(
-            "pretrained weights: %s (keys not set; --no-auto keeps their defaults)",
+            "pretrained weights: %s (keys not set%s; --no-auto keeps their defaults)",
             ", ".join(f"{k} {v}" for k, v in recipe.items()),
+            by_auto,
         )
     torch.manual_seed(
         config.seed

@@ -124,3 +124,16 @@ def test_the_shipped_candidates_leave_the_score_rule_alone() -> None:
     assert len(selection.usable_candidates({"epochs", "image_size", "positional"})) == 3
     positional = selection.CANDIDATES[2]
     assert positional.scoring(SETTINGS) == Scoring("max", positional=True)  # the base's rule
+
+
+def test_auto_changes_only_keys_left_free_and_only_without_training() -> None:
+    from simclr_ad.config import TrainConfig
+    from simclr_ad.pipeline import auto_keys
+
+    recipe = {"epochs": 0, "image_size": 512, "positional": False}
+    untrained = TrainConfig(epochs=0)
+    assert auto_keys(untrained, recipe) == ["image_size", "positional"]
+    assert auto_keys(untrained, {"epochs": 0, "positional": False}) == ["positional"]
+    assert auto_keys(untrained, {"epochs": 0}) == []  # the base alone: nothing to choose
+    assert auto_keys(TrainConfig(epochs=5), recipe) == []
+    assert auto_keys(TrainConfig(epochs=0, pooled=True), recipe) == []
