@@ -7,11 +7,11 @@ threshold (``detector``); up to ``DEFECT_BASES`` of those images get one synthet
 the families of ``data.defects`` taking turns (CutPaste and scars, Li et al. 2021, and the
 small ones: specks, scratches, misplaced patches, on the part), scored by the bank less the
 base image's own patches. Candidates that differ only in how a map is scored (the score rule,
-the positional standardisation) read the same maps. A
-candidate's *synthetic recall* is the share of the defects at or above its threshold: what F1
-at the calibrated threshold turns on. A candidate replaces the base (or the best so far) when it
-finds clearly more of the same defects (McNemar's test, ``finds_more``); where the difference
-is within chance, when its synthetic AUROC is higher; else the earlier candidate stays.
+the positional standardisation) read the same maps. A candidate's *synthetic recall* is the
+share of the defects at or above its threshold: what F1 at the calibrated threshold turns on.
+A candidate replaces the base (or the best so far) when it finds clearly more of the same
+defects (McNemar's test, ``finds_more``); where the difference is within chance, when its
+synthetic AUROC is higher; else the earlier candidate stays.
 
 Only keys the user did not set vary (``config.apply_pretrained_recipe``).
 """
