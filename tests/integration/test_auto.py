@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import torch
 from safetensors.torch import save_file
 
 from simclr_ad import config, selection
@@ -17,6 +18,7 @@ from simclr_ad.selection import Candidate
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local resnet18 weights file: 'pretrained' for the pipeline, no download."""
     path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    torch.manual_seed(0)  # the same weights whichever tests ran before: the same auto choice
     state = timm.create_model("resnet18", pretrained=False).state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
@@ -47,7 +49,7 @@ def test_auto_chooses_among_candidates_on_synthetic_defects_and_records_why(
         assert row["n_good"] == 14 and row["n_defects"] == 14
         assert 0.0 <= row["synthetic_recall"] <= 1.0 and 0.0 <= row["synthetic_auroc"] <= 1.0
         assert set(row["recall_by_family"]) == set(FAMILIES)
-    size = 48 if entry["chosen"] == "base" else 32
+    size = 32 if entry["chosen"] == "image size 32" else 48
     assert meta["preprocessing"]["input_shapes"] == {"bolt": [size, size]}  # the chosen one
     patch = meta["detector"]["groups"]["bolt"]["scorers"]["patch"]
     assert patch["params"]["score_rule"] == "topk_mean"  # the default rule: not a candidate
