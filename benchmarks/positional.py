@@ -8,7 +8,8 @@ Usage:
 The stage maps come from ``patch_variants.py``'s cache (made if missing). A bank is fitted on
 the even-numbered training images (100,000 random patches, coreset 10%, the project's
 ``PatchScorer``); the odd-numbered ones are the good images whose maps give the statistics and
-the threshold (the conformal 1% rank of their scores), the test split is scored by the same
+the threshold (``calibration.calibrate_threshold`` at 1%, as for held-out good images: the
+conformal rank, or the Student-t bound for fewer than 99), the test split is scored by the same
 bank. Per way of turning a map into a score it prints the test AUROC, TPR at 1% / 5% FPR, and
 recall and false-alarm rate at that threshold: the plain top-1% mean and max, the maps less
 their own median, and the maps standardised per position (``scoring.patch.PositionStats``:
@@ -28,7 +29,6 @@ import simclr_ad  # noqa: F401  # sets OMP_WAIT_POLICY before torch starts its t
 # isort: split
 import argparse
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from patch_variants import SHARED, cache_maps, features
+from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.metrics import tpr_at_fpr
 from simclr_ad.scoring.patch import PatchScorer, PositionStats, standardise
 
@@ -66,10 +67,9 @@ def half_maps(
 
 
 def figures(good: torch.Tensor, test: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
-    """Test AUROC, TPR at 1% / 5% FPR, recall and false alarms at the conformal 1% threshold of
-    the ``good`` scores."""
-    n = len(good)
-    threshold = float(np.sort(good.numpy())[min(math.ceil((n + 1) * 0.99), n) - 1])
+    """Test AUROC, TPR at 1% / 5% FPR, recall and false alarms at the 1% threshold calibrated
+    on the ``good`` scores."""
+    threshold = calibrate_threshold(good.numpy(), 0.01).threshold
     flagged = test.numpy() >= threshold
     tpr = tpr_at_fpr(test.numpy(), labels, (0.01, 0.05))
     return {
