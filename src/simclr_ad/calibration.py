@@ -47,9 +47,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -63,6 +63,7 @@ METHODS = ("conformal", "gaussian-tail", "single-score")
 # 0, which flags every image and cannot normalise scores.
 THRESHOLD_FLOOR = 1e-6
 SOURCES = ("held-out", "cross-fitted")
+HIGHEST_GOOD = 5  # good images listed as the ones behind a threshold (``highest_good``)
 
 
 @dataclass(frozen=True)
@@ -179,33 +180,40 @@ def calibrate_threshold(
         raise ValueError("validation scores contain NaN or infinity")
     if not 0 < target_fpr < 1:
         raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
-    n = scores.size
-    k = conformal_rank(n, target_fpr)
-    std = float(scores.std(ddof=1)) if n > 1 else 0.0
-    if k <= n:
-        method, threshold = "conformal", float(scores[k - 1])
-    elif n > 1:
-        method, threshold = "gaussian-tail", _gaussian_tail_bound(scores, target_fpr)
-    else:
-        method, threshold = "single-score", float(scores[0] + 0.5 * abs(scores[0]))
+    method, threshold = _rule(scores, target_fpr)
     threshold = _with_floor(threshold, scores)
     return Calibration(
         threshold=threshold,
         method=method,
-        n=n,
+        n=scores.size,
         target_fpr=target_fpr,
         mean=float(scores.mean()),
-        std=std,
+        std=float(scores.std(ddof=1)) if scores.size > 1 else 0.0,
         max_score=float(scores[-1]),
         source="cross-fitted" if folds else "held-out",
         folds=folds,
     )
 
 
+def _rule(scores: NDArray[np.float64], target_fpr: float) -> tuple[str, float]:
+    """The method for n sorted scores and its threshold, before the floor."""
+    n, k = scores.size, conformal_rank(scores.size, target_fpr)
+    if k <= n:
+        return "conformal", float(scores[k - 1])
+    if n > 1:
+        return "gaussian-tail", _gaussian_tail_bound(scores, target_fpr)
+    return "single-score", float(scores[0] + 0.5 * abs(scores[0]))
+
+
+def _floor(scores: NDArray[np.float64]) -> float:
+    """THRESHOLD_FLOOR × max(1, mean |score|)."""
+    return THRESHOLD_FLOOR * max(1.0, float(np.abs(scores).mean()))
+
+
 def _with_floor(threshold: float, scores: NDArray[np.float64]) -> float:
-    """``threshold`` raised to THRESHOLD_FLOOR × max(1, mean |score|), with a warning when the
-    good scores have no spread to speak of (the threshold then says little)."""
-    floor = THRESHOLD_FLOOR * max(1.0, float(np.abs(scores).mean()))
+    """``threshold`` raised to ``_floor(scores)``, with a warning when the good scores have no
+    spread to speak of (the threshold then says little)."""
+    floor = _floor(scores)
     spread = float(scores[-1] - scores[0])
     if scores.size > 1 and spread <= floor:
         log.warning(
@@ -231,6 +239,46 @@ def _gaussian_tail_bound(scores: NDArray[np.float64], target_fpr: float) -> floa
     t = float(stats.t.ppf(1 - target_fpr, df=n - 1))
     bound = scores.mean() + t * scores.std(ddof=1) * math.sqrt(1 + 1 / n)
     return float(max(bound, scores.max()))
+
+
+class GoodScore(NamedTuple):
+    """One of the good images that score highest among those setting a threshold.
+
+    Attributes:
+        path: the image.
+        score: its calibration score (held out, or from a detector that never saw it).
+        threshold_without: the threshold calibrated again without this image and every image
+            that scores higher (None when no score is left).
+    """
+
+    path: str
+    score: float
+    threshold_without: float | None
+
+
+def highest_good(
+    val_scores: ArrayLike,
+    paths: Sequence[str],
+    target_fpr: float,
+    count: int = HIGHEST_GOOD,
+) -> list[GoodScore]:
+    """The ``count`` good images with the highest calibration scores, highest first.
+
+    They are the ones that set the threshold: a part among them that is not good after all (a
+    defect nobody saw, dirt, a wrong part) raises the threshold for every part, and an
+    inspector who takes it out of the good images lowers it to about ``threshold_without``
+    (about: the detector is fitted again without it, and the other scores move a little).
+    """
+    scores = np.asarray(val_scores, dtype=np.float64).ravel()
+    if scores.size != len(paths):
+        raise ValueError(f"{scores.size} scores but {len(paths)} paths")
+    order = np.argsort(-scores, kind="stable")
+    listed = []
+    for rank, i in enumerate(order[:count]):
+        rest = np.sort(scores[order[rank + 1 :]])
+        without = max(_rule(rest, target_fpr)[1], _floor(rest)) if rest.size else None
+        listed.append(GoodScore(paths[i], float(scores[i]), without))
+    return listed
 
 
 def normalize_scores(scores: ArrayLike, threshold: float) -> NDArray[np.float64]:

@@ -2,6 +2,7 @@
 headless Chromium from disk at a desktop's and a phone's width; its verdict on hand-made
 evaluations that beat and that do not beat flagging everything; its weight per category."""
 
+import csv
 import datetime
 import json
 import re
@@ -84,6 +85,25 @@ def test_evaluate_writes_a_self_contained_report(evaluation: Path, capsys) -> No
     assert next(t[1] for t in structure.tags if t[0] == "section") == "verdict"  # first
     evaluated = json.loads((evaluation / "metrics.json").read_text())["evaluated"]
     assert datetime.datetime.fromisoformat(evaluated).utcoffset() == datetime.timedelta(0)
+
+
+def test_the_report_lists_the_good_training_images_behind_the_threshold(
+    evaluation: Path,
+) -> None:
+    """The highest good training scores of val_scores.csv, in metrics.json and in a table of the
+    category's section, highest first."""
+    with open(evaluation / "val_scores.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["category"] == "bolt"]
+    top = sorted(rows, key=lambda r: -float(r["patch"]))[:5]
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    listed = metrics["scorers"]["patch"]["categories"]["bolt"]["image"]["highest_good"]
+    assert [g["path"] for g in listed] == [r["path"] for r in top]
+    assert [g["score"] for g in listed] == pytest.approx([float(r["patch"]) for r in top], 1e-5)
+    table = re.search(
+        r'<table id="cat-bolt-highest-good">.*?</table>', (evaluation / "report.html").read_text()
+    )
+    assert table is not None
+    assert re.findall(r"<tr><td>([^<]+)</td>", table.group(0)) == [r["path"] for r in top]
 
 
 def _category_bytes(page: Path) -> dict[str, int]:

@@ -9,6 +9,7 @@ from simclr_ad.calibration import (
     Calibration,
     calibrate_threshold,
     conformal_rank,
+    highest_good,
     normalize_scores,
 )
 
@@ -29,6 +30,31 @@ def test_conformal_takes_the_expected_order_statistic() -> None:
     assert conformal_rank(199, 0.01) == 198  # ceil(200 * 0.99)
     assert calibration.threshold == np.sort(scores)[197]
     assert calibration.n == 199
+
+
+def test_highest_good_lists_the_top_scores_and_the_threshold_without_them() -> None:
+    # 200 uniform good scores and two far above them (a part that was not good, say)
+    scores = np.concatenate([np.random.default_rng(1).uniform(size=200), [7.0, 5.0]])
+    paths = [f"good/{i:03d}.png" for i in range(scores.size)]
+    listed = highest_good(scores, paths, target_fpr=0.01, count=3)
+    assert [g.path for g in listed] == [
+        "good/200.png",
+        "good/201.png",
+        f"good/{scores[:200].argmax():03d}.png",
+    ]
+    assert [g.score for g in listed] == sorted(scores, reverse=True)[:3]
+    assert calibrate_threshold(scores, 0.01).threshold == 5.0  # the second highest of 202
+    # without 7.0: the conformal rank of the 201 left; without both, of the 200 uniform ones
+    assert listed[0].threshold_without == calibrate_threshold(scores[scores != 7.0]).threshold
+    assert listed[1].threshold_without == calibrate_threshold(scores[:200]).threshold < 1.0
+    assert listed[2].threshold_without == calibrate_threshold(np.sort(scores[:200])[:-1]).threshold
+
+
+def test_highest_good_ends_without_a_threshold_and_needs_a_path_each() -> None:
+    listed = highest_good([3.0, 1.0], ["a.png", "b.png"], target_fpr=0.01)
+    assert [(g.path, g.threshold_without) for g in listed] == [("a.png", 1.5), ("b.png", None)]
+    with pytest.raises(ValueError, match="2 scores but 1 paths"):
+        highest_good([3.0, 1.0], ["a.png"], target_fpr=0.01)
 
 
 @pytest.mark.parametrize(

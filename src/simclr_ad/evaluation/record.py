@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from simclr_ad.calibration import Calibration
+from simclr_ad.calibration import Calibration, GoodScore, highest_good
+from simclr_ad.data.images import display_path
 from simclr_ad.data.mvtec import file_list_hash
 from simclr_ad.detector import Detector, scorer_names
 from simclr_ad.evaluation.scores import CategoryScores, ImageCounts
@@ -44,6 +45,8 @@ class CategoryMetrics:
     threshold (held out, or cross-fitted: each scored by a detector fitted without it): a control
     free of any shift between the training and the test good parts (MVTec screw's good test parts
     are darker than every training part). None where there are no such scores or no defects.
+    ``highest_good`` lists the good training images that score highest among those that set the
+    threshold (``calibration.highest_good``), for an inspector to check.
     ``pixel_auroc`` and ``aupro`` exist for the patch scorer on a category with masks.
     """
 
@@ -51,6 +54,7 @@ class CategoryMetrics:
     auroc_vs_val_good: float | None
     auroc_vs_val_good_ci95: ConfidenceInterval | None
     calibration: Calibration
+    highest_good: list[GoodScore]
     pixel_auroc: float | None
     aupro: float | None
     per_defect: dict[str, DefectAUROC]
@@ -63,6 +67,7 @@ class CategoryMetrics:
             "auroc_vs_val_good": self.auroc_vs_val_good,
             "auroc_vs_val_good_ci95": None if ci is None else list(ci),
             "calibration": {**self.calibration.to_dict(), "promise": self.calibration.promise},
+            "highest_good": [g._asdict() for g in self.highest_good],
         }
         return {
             "image": image,
@@ -224,6 +229,7 @@ def category_metrics(detector: Detector, result: CategoryScores, scorer: str) ->
         auroc_vs_val_good=None if control is None else control.auroc,
         auroc_vs_val_good_ci95=None if control is None else control.auroc_ci95,
         calibration=calibration,
+        highest_good=_highest_good(result, scorer, calibration.target_fpr),
         pixel_auroc=pixel[0],
         aupro=pixel[1],
         per_defect=per_defect_auroc(scores, labels, defects),
@@ -241,6 +247,15 @@ def _against_good_training_images(
     good = result.val_scores[scorer].numpy()
     labels = np.concatenate([np.zeros(good.size), np.ones(defect_scores.size)])
     return image_metrics(np.concatenate([good, defect_scores]), labels, threshold)
+
+
+def _highest_good(result: CategoryScores, scorer: str, target_fpr: float) -> list[GoodScore]:
+    """The good training images whose scores set the threshold, highest first (none without
+    their scores)."""
+    if result.val_scores is None:
+        return []
+    paths = [display_path(s.path) for s in result.val_samples]
+    return highest_good(result.val_scores[scorer].numpy(), paths, target_fpr)
 
 
 def run_identity(

@@ -41,7 +41,12 @@ from simclr_ad.report.gallery import (
     gallery_cases,
     role_title,
 )
-from simclr_ad.report.summary import method_table, per_category_table, run_table
+from simclr_ad.report.summary import (
+    highest_good_table,
+    method_table,
+    per_category_table,
+    run_table,
+)
 from simclr_ad.report.verdict import Verdict, calibration_sentence, judge, verdict_html
 
 log = logging.getLogger(__name__)
@@ -166,6 +171,7 @@ def _category_section(
     primary = metrics["primary"]
     threshold = verdict.threshold
     patch = metrics["scorers"].get("patch", {}).get("categories", {}).get(category)
+    highest = metrics["scorers"][primary]["categories"][category]["image"].get("highest_good", [])
     map_threshold = float(patch["image"]["threshold"]) if patch else threshold
     data = load_category_data(eval_dir / DATA_DIR / f"{category}.npz")
     if list(data.paths) != rows.paths:
@@ -185,6 +191,7 @@ def _category_section(
         f'<p class="meta">{len(rows.paths)} test images; {html.escape(primary)} scorer. '
         f"{html.escape(calibration_sentence(verdict))} {verdict.false_alarms} of "
         f"{verdict.n_good} good test parts flagged.</p>",
+        highest_good_table(f"{anchor}-highest-good", highest, threshold),
         f'<h3 id="{anchor}-curves">Curves, scores and embeddings</h3><div class="grid">',
         *(write(f"{slug}_{k}", f"{category}: {title}", fig) for k, (title, fig) in curves.items()),
         "</div>",

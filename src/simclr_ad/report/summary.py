@@ -192,3 +192,29 @@ def run_table(metrics: Mapping[str, Any]) -> str:
     return (
         f'<div class="scroll"><table id="run-table" class="kv"><tbody>{body}</tbody></table></div>'
     )
+
+
+def highest_good_table(
+    table_id: str, entries: Sequence[Mapping[str, Any]], threshold: float
+) -> str:
+    """The good training images that score highest, with what the threshold would be without
+    each and those above it (``calibration.highest_good``); empty without them."""
+    if not entries:
+        return ""
+    rows = [
+        [
+            e["path"],
+            f"{e['score']:.4g}",
+            f"{e['score'] / threshold:.2f}" if threshold > 0 else "–",
+            "–" if e["threshold_without"] is None else f"{e['threshold_without']:.4g}",
+        ]
+        for e in entries
+    ]
+    header = ["good training image", "score", "× threshold", "threshold without it and those above"]
+    note = (
+        '<p class="note">The good training images that score highest, each scored by a detector '
+        "that never saw it: they set the threshold. If one of them is not a good part after all "
+        "(a defect nobody saw, dirt, a wrong part), take it out of the good images and train "
+        "again: the threshold falls to about the last column, and more defects are flagged.</p>"
+    )
+    return note + _table(table_id, header, rows)

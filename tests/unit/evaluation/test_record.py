@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_ad.calibration import Calibration
+from simclr_ad.calibration import Calibration, calibrate_threshold
 from simclr_ad.data.mvtec import Sample
 from simclr_ad.detector import Detection, Detector
 from simclr_ad.evaluation.record import (
@@ -48,6 +48,11 @@ def _scores(category: str = "pill", *, with_val: bool = True) -> CategoryScores:
         pixels=torch.zeros(8, 3, 4, 4, dtype=torch.uint8),
         train=(),
         val_scores={"knn_h": torch.tensor([1.0, 2.0, 9.0])} if with_val else None,
+        val_samples=tuple(
+            Sample(Path(f"{category}/train/{i}.png"), category, "good", 0) for i in range(3)
+        )
+        if with_val
+        else (),
     )
 
 
@@ -92,6 +97,15 @@ def test_a_category_entry_is_metrics_json_key_for_key() -> None:
                 "folds": 0,
                 "promise": CALIBRATION.promise,
             },
+            "highest_good": [  # each with the threshold of the scores below it
+                {
+                    "path": "pill/train/2.png",
+                    "score": 9.0,
+                    "threshold_without": calibrate_threshold([1.0, 2.0]).threshold,
+                },
+                {"path": "pill/train/1.png", "score": 2.0, "threshold_without": 1.5},
+                {"path": "pill/train/0.png", "score": 1.0, "threshold_without": None},
+            ],
         },
         "pixel": {"auroc": None, "aupro": None},
         "per_defect": {"crack": {"auroc": 1.0, "n": 2}, "stain": {"auroc": 1.0, "n": 2}},
@@ -113,6 +127,7 @@ def test_the_control_is_none_without_good_training_scores() -> None:
     image = category_metrics(_detector(), _scores(with_val=False), "knn_h").to_dict()["image"]
     assert image["auroc_vs_val_good"] is None
     assert image["auroc_vs_val_good_ci95"] is None
+    assert image["highest_good"] == []
 
 
 def test_a_mean_leaves_out_categories_without_a_value() -> None:
