@@ -94,9 +94,12 @@ def cache_maps(
     return data
 
 
-def features(maps: dict[int, torch.Tensor], stages: tuple[int, ...], neighbourhood: int):
-    """Stage maps -> N×C×h×w on the stride-8 grid (finer stages average-pooled down)."""
-    size = maps[GRID].shape[-2:]
+def features(
+    maps: dict[int, torch.Tensor], stages: tuple[int, ...], neighbourhood: int, grid: int = GRID
+):
+    """Stage maps -> N×C×h×w on the grid of stage ``grid`` (the stride-8 one unless told; finer
+    stages average-pooled down, coarser ones upsampled)."""
+    size = maps[grid].shape[-2:]
     out = []
     for s in stages:
         m = maps[s].float()

@@ -4,6 +4,7 @@ Usage:
     .venv/bin/python benchmarks/positional.py --category kolektorsdd --cache /tmp/kol.pt
     .venv/bin/python benchmarks/positional.py --data ../shared/data/mvtec_ad --category screw \\
         --cache /tmp/screw.pt
+    .venv/bin/python benchmarks/positional.py --cache /tmp/kol.pt --stages 1,2 --grid 1
 
 The stage maps come from ``patch_variants.py``'s cache (made if missing). A bank is fitted on
 the even-numbered training images (100,000 random patches, coreset 10%, the project's
@@ -36,22 +37,23 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from patch_variants import SHARED, cache_maps, features
+from patch_variants import GRID, SHARED, cache_maps, features
 from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.metrics import tpr_at_fpr
 from simclr_ad.scoring.patch import PatchScorer, PositionStats, standardise
 
 
 def half_maps(
-    data: dict, stages: tuple[int, ...], seed: int = 0
+    data: dict, stages: tuple[int, ...], seed: int = 0, grid: int = GRID
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps of the odd-numbered training images and of the test split, by a bank of the even."""
-    n = data["train"][2].shape[0]
+    """Maps of the odd-numbered training images and of the test split, by a bank of the even
+    (features on the grid of stage ``grid``)."""
+    n = data["train"][grid].shape[0]
     even, odd = torch.arange(0, n, 2), torch.arange(1, n, 2)
 
     def feats(split: str, rows: torch.Tensor) -> list[torch.Tensor]:
         return [
-            features({s: m[rows[i : i + 8]] for s, m in data[split].items()}, stages, 3)
+            features({s: m[rows[i : i + 8]] for s, m in data[split].items()}, stages, 3, grid)
             for i in range(0, len(rows), 8)
         ]
 
@@ -89,6 +91,13 @@ def main() -> None:
     parser.add_argument(
         "--stages", default="2,3", help="feature_info indices: 2,3 (the pipeline's: stride 8, 16)"
     )
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=GRID,
+        help="the stage whose grid the features are on: 2 "
+        "(stride 8, the pipeline's) or 1 (stride 4: 4x the patches)",
+    )
     args = parser.parse_args()
     stages = tuple(int(s) for s in args.stages.split(","))
     data = (
@@ -97,7 +106,7 @@ def main() -> None:
         else cache_maps(args.data, args.category, 512, "efficientnet_lite0", args.cache)
     )
     labels = data["labels"].numpy()
-    good, test = half_maps(data, stages)
+    good, test = half_maps(data, stages, grid=args.grid)
     stats = PositionStats.of([good])
     mean, scale = stats.moments()
     scorer = PatchScorer()
@@ -121,7 +130,8 @@ def main() -> None:
                 scorer.image_scores(transform(test), rule),
                 labels,
             )
-            tags = {"category": args.category, "stages": args.stages, "maps": name, "rule": rule}
+            tags = {"category": args.category, "stages": args.stages, "grid": args.grid}
+            tags |= {"maps": name, "rule": rule}
             print(json.dumps(tags | row), flush=True)
 
 
