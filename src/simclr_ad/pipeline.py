@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from simclr_ad.calibration import highest_good
 from simclr_ad.checkpoint import load_checkpoint
 from simclr_ad.config import (
     TrainConfig,
@@ -216,6 +217,27 @@ def calibration_files(
     return files
 
 
+def _log_highest_good(detector: Detector, files: dict[str, list[str]]) -> None:
+    """Per category, the primary scorer's threshold and the good training images that score
+    highest among those that set it (``calibration.highest_good``): what an inspector checks
+    when the threshold is too high, without a labelled test set."""
+    primary = detector.settings.primary
+    for category, paths in files.items():
+        scorer_set = detector.scorer_set(category)
+        scores = scorer_set.good_scores.get(primary)
+        if scores is None:
+            continue
+        calibration = scorer_set.calibrations[primary]
+        top = highest_good(scores.numpy(), paths, calibration.target_fpr, count=3)
+        log.info(
+            "%s: threshold %.4g (%s); the highest good training images: %s",
+            category,
+            calibration.threshold,
+            calibration.promise,
+            ", ".join(f"{g.path} {g.score:.4g}" for g in top),
+        )
+
+
 def _resume_state(checkpoint: dict[str, Any], config: TrainConfig) -> ResumeState:
     done, total = int(checkpoint["epoch"]), int(checkpoint["total_epochs"])
     if config.epochs < done:
@@ -405,6 +427,8 @@ def _fit_and_save(
             c: {k: v for k, v in ch.items() if k != "image_size"} for c, ch in choices.items()
         },
     )
+    files = calibration_files(detector, train, Path(config.data))
+    _log_highest_good(detector, files)
     train_samples = [s for split in splits for s in split.train]
     extra = {
         "epochs_trained": len(history),
@@ -412,7 +436,7 @@ def _fit_and_save(
         "n_train": sum(len(d.samples) for d in train.values()),
         "n_val": sum(len(d.samples) for d in val.values()),
         "n_skipped": sum(len(d.skipped) for d in [*train.values(), *val.values()]),
-        "calibration_files": calibration_files(detector, train, Path(config.data)),
+        "calibration_files": files,
         "pretrained_recipe": recipe,
         "auto_selection": selection,
     }

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from simclr_ad.cli import main
+from simclr_ad.detector_bundle import load_detector
 from tests.conftest import TINY_TRAIN
 
 
@@ -38,6 +40,29 @@ def test_train_writes_run_folder(tiny_data: Path, tmp_path: Path) -> None:
     assert (
         meta["training"]["n_train"] == 28 and meta["training"]["n_val"] == 0  # cross-fitted
     )  # 14 each
+
+
+def test_train_names_the_good_images_behind_each_threshold(
+    tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The terminal says, per category, the threshold and the three good training images that
+    score highest (each without itself): a user without a labelled test set sees them too."""
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="simclr_ad.pipeline"):
+        assert _train(tiny_data, run, "--epochs", "0") == 0
+    loaded = load_detector(run / "model")
+    files = loaded.metadata["training"]["calibration_files"]
+    lines = [r.getMessage() for r in caplog.records if "highest good training" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["bolt", "fabric"]
+    for line in lines:
+        category = line.split(":")[0]
+        scorer_set = loaded.detector.scorer_set(category)
+        scores = scorer_set.good_scores[loaded.detector.settings.primary]
+        top = scores.argsort(descending=True)[:3]
+        named = ", ".join(f"{files[category][i]} {float(scores[i]):.4g}" for i in top)
+        threshold = scorer_set.calibrations[loaded.detector.settings.primary].threshold
+        assert line.startswith(f"{category}: threshold {threshold:.4g} (")
+        assert line.endswith(f"the highest good training images: {named}")
 
 
 def test_exact_resume_and_extension(tiny_data: Path, tmp_path: Path) -> None:
