@@ -9,12 +9,13 @@ Usage:
     .venv/bin/python benchmarks/quality.py --suite screw-scratch    # random init, ~2 CPU hours
     .venv/bin/python benchmarks/quality.py --suite screw-ablation --rows 1,10   # some rows only
     .venv/bin/python benchmarks/quality.py --suite real --out DIR \
-        [--variant default|writeup-512|top1-512|adapt]  # screw, bottle, metal plate, kolektorsdd
+        [--variant default|writeup-512|top1-512|adapt|fine-positional-max]  # the 4 dev sets
     .venv/bin/python benchmarks/quality.py --compare DIR_A DIR_B   # paired AUROC, B - A
 
 ``--suite real`` trains and evaluates each category as a new user would: only the backbone and
 its offline weights are given, the library's defaults choose the rest (``--variant`` adds the
-write-up's 512 px recipe, the top-1% mean rule at 512 px or 3 cutpaste epochs instead). Its rows
+write-up's 512 px recipe, the top-1% mean rule at 512 px, 3 cutpaste epochs, or the stride-4
+grid with the positional maps and the max rule instead). Its rows
 carry their own data roots (``../shared/data/mvtec_ad`` and ``../shared/data/real``); ``--data``
 is for the screw suites.
 It writes ``results-real-<variant>.json``; ``--compare`` reads two such files (or the ``--out``
@@ -81,6 +82,16 @@ REAL_VARIANTS: dict[str, dict[str, Any]] = {
     # rule costs or gains at the calibrated threshold, test figures side by side
     "top1-512": {"epochs": 0, "image_size": 512, "score_rule": "topk_mean"},
     "adapt": {"epochs": 3, "objective": "cutpaste", "lr": 1e-4, "batch_size": 32},
+    # the stride-4 grid (stages 1 + 2), positional, max rule, all pinned: the best of
+    # positional.py's half-split variants on kolektorsdd (test-split figures), run as the
+    # pipeline runs it (leave-one-out statistics, calibrated threshold); a probe, not a default
+    "fine-positional-max": {
+        "epochs": 0,
+        "image_size": 512,
+        "patch_stages": [1, 2],
+        "positional": True,
+        "score_rule": "max",
+    },
 }
 WRITE_UP = {
     "augment": "seed",
