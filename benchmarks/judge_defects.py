@@ -3,7 +3,7 @@ standardisation, side by side (research).
 
 Usage:
     .venv/bin/python benchmarks/judge_defects.py --data ../shared/data/mvtec_ad --category screw
-    .venv/bin/python benchmarks/judge_defects.py --category kolektorsdd
+    .venv/bin/python benchmarks/judge_defects.py --category kolektorsdd [--patch-stages 1,2]
 
 What ``simclr_ad.selection.judge`` measures when a new user trains with the shared
 EfficientNet-Lite0 weights and the defaults: the pipeline's subset of good training images
@@ -48,10 +48,22 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="of the defects and the bank (the config's seed)"
     )
+    parser.add_argument(
+        "--patch-stages",
+        default="",
+        help="feature_info indices of the patch features, e.g. 1,2 (the stride-4 grid); "
+        "default: the library's (stride 8 + 16)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    stages = [int(s) for s in args.patch_stages.split(",") if s]
     config, _ = apply_pretrained_recipe(
-        TrainConfig(backbone="efficientnet_lite0", weights=str(WEIGHTS), seed=args.seed)
+        TrainConfig(
+            backbone="efficientnet_lite0",
+            weights=str(WEIGHTS),
+            seed=args.seed,
+            patch_stages=tuple(stages),
+        )
     )
     split = load_category(  # as the pipeline splits it: nothing held out with cross-fitting
         args.data, args.category, val_fraction=held_out_fraction(config), val_min=config.val_min
@@ -67,7 +79,8 @@ def main() -> None:
     figures = judge(embedder, pixels, settings, scorings, torch.device("cpu"))
     for scoring, row in figures.items():
         row = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-        print(json.dumps({"category": args.category, "seed": args.seed} | scoring._asdict() | row))
+        tags = {"category": args.category, "seed": args.seed, "patch_stages": stages}
+        print(json.dumps(tags | scoring._asdict() | row))
     seconds = round(time.perf_counter() - started)
     print(json.dumps({"category": args.category, "shape": list(shape), "seconds": seconds}))
 
