@@ -44,7 +44,15 @@ CALIBRATIONS = ("crossfit", "holdout")  # detector.fit_detector
 ASPECTS = ("auto", "square")  # data.shape.choose_shape
 # With pretrained weights and ``auto``, the keys at their defaults and not ``pinned`` take these
 # values: the detector measured best on real parts (BENCHMARKS.md), not the write-up's SimCLR run.
-PRETRAINED_RECIPE: dict[str, Any] = {"epochs": 0, "image_size": 512, "positional": False}
+# score_rule and patch_stages keep their defaults; being recipe keys, they stay free for auto's
+# fine candidate unless the user sets them
+PRETRAINED_RECIPE: dict[str, Any] = {
+    "epochs": 0,
+    "image_size": 512,
+    "positional": False,
+    "score_rule": DEFAULT_SCORE_RULE,
+    "patch_stages": (),
+}
 MAX_WIDTH = 65536  # of a head layer: a 65536² float32 layer alone is 16 GiB
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; derived seeds add to it
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

@@ -101,7 +101,9 @@ class ScorerSet:
     ``shape`` is the (height, width) its images are resized to; ``good_scores`` holds, per
     scorer, the good scores that set the threshold (cross-fitted, in the order of
     ``good_rows``, rows of the training images given to ``fit_detector``; empty for held-out
-    calibration, whose images the evaluation scores itself).
+    calibration, whose images the evaluation scores itself). ``patch_stages`` are this
+    group's patch stages where ``auto`` chose others than the detector's settings (empty: the
+    settings').
     """
 
     patch: PatchScorer | None
@@ -111,6 +113,7 @@ class ScorerSet:
     shape: tuple[int, int] | None = None
     good_scores: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     good_rows: Tensor | None = None
+    patch_stages: tuple[int, ...] = ()
 
 
 class Detector:
@@ -134,6 +137,15 @@ class Detector:
         self.settings = settings
         self.groups = groups
         self.category_group = category_group
+        self._embedders = {  # groups whose patch stages differ from the settings'
+            group: Embedder(embedder.model, scorer_set.patch_stages)
+            for group, scorer_set in groups.items()
+            if scorer_set.patch_stages
+        }
+
+    def embedder_for(self, category: str) -> Embedder:
+        """The feature extractor of ``category``'s scorers (its group's patch stages)."""
+        return self._embedders.get(self.category_group[category], self.embedder)
 
     @property
     def categories(self) -> list[str]:
@@ -172,7 +184,7 @@ class Detector:
         all_maps: list[Tensor] = []
         all_h: list[Tensor] = []
         batches = iter_embeddings(
-            self.embedder,
+            self.embedder_for(category),
             pixels,
             device=device,
             batch_size=self.settings.batch_size,
@@ -518,7 +530,8 @@ def fit_detector(
         settings: detector settings.
         device: where to run the encoder.
         choices: per category, settings that differ from ``settings`` (``selection``'s
-            choice of ``score_rule``; the image size is in the pixels' shape).
+            choice: ``positional``, ``score_rule``, ``patch_stages``; the image size is in the
+            pixels' shape).
     """
     embedder = Embedder(model, settings.patch_stages or None)
     if settings.pooled:
@@ -531,7 +544,10 @@ def fit_detector(
         log.info("fitting scorers for %s", ", ".join(categories))
         pixels = torch.cat([train[c] for c in categories])
         chosen = dataclasses.replace(settings, **(choices or {}).get(group, {}))
-        groups[group] = _fit_group(embedder, pixels, chosen, device, label=labels[group])
+        own = chosen.patch_stages != settings.patch_stages  # auto chose other stages here
+        group_embedder = Embedder(model, chosen.patch_stages or None) if own else embedder
+        groups[group] = _fit_group(group_embedder, pixels, chosen, device, label=labels[group])
+        groups[group].patch_stages = group_embedder.stages if own else ()
     category_group = {c: g for g, cs in members.items() for c in cs}
     detector = Detector(embedder, settings, groups, category_group)
     if settings.calibration == "crossfit":
@@ -581,6 +597,8 @@ def detector_state(detector: Detector) -> tuple[dict[str, Tensor], dict[str, Any
             "shape": list(scorer_set.shape) if scorer_set.shape else None,
             "scorers": entries,
         }
+        if scorer_set.patch_stages:  # auto's choice for this group (else the settings')
+            groups[group]["patch_stages"] = list(scorer_set.patch_stages)
     thresholds = {
         c: {name: cal.threshold for name, cal in detector.scorer_set(c).calibrations.items()}
         for c in detector.categories
@@ -609,6 +627,7 @@ def detector_from_state(
             photometric=photometric,
             shape=(int(shape[0]), int(shape[1])) if shape else None,
             good_rows=tensors.get(f"calibration.{group}.rows"),
+            patch_stages=tuple(int(s) for s in entry_set.get("patch_stages", ())),
         )
         for name, entry in entry_set["scorers"].items():
             state = unprefixed(dict(tensors), f"scorer.{group}.{name}.")

@@ -129,7 +129,9 @@ def export_onnx(
     if scorer_set.patch is None:
         raise UserError(f"the model has no patch scorer for {category!r}")
     size = detector.input_shape(category)
-    graph = DetectorGraph(detector.embedder, scorer_set.patch, scorer_set.photometric, size)
+    graph = DetectorGraph(
+        detector.embedder_for(category), scorer_set.patch, scorer_set.photometric, size
+    )
     graph = graph.cpu().eval()
     images = sample_images(size)
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")

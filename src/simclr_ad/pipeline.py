@@ -144,7 +144,7 @@ def auto_keys(config: TrainConfig, recipe: dict[str, Any]) -> list[str]:
     usable = usable_candidates(set(recipe))
     if config.epochs != 0 or config.pooled or len(usable) < 2:
         return []
-    return sorted({key for candidate in usable for key in candidate.changes})
+    return sorted({key for candidate in usable for key in candidate.keys})
 
 
 def select_candidates(

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 from sklearn.metrics import roc_auc_score
-from torch import Tensor
+from torch import Tensor, nn
 
 from simclr_ad.calibration import calibrate_threshold
 from simclr_ad.data.defects import FAMILIES, synthetic_defects
@@ -39,6 +39,7 @@ from simclr_ad.detector import (
     own_bank_patches,
 )
 from simclr_ad.embeddings import Embedder, iter_embeddings
+from simclr_ad.models.backbone import stages_at_strides
 from simclr_ad.preprocessing import Photometric
 from simclr_ad.scoring.patch import PositionStats, standardise
 
@@ -53,10 +54,32 @@ SIGNIFICANT_Z = 1.96  # a difference in defects found beyond chance: two-sided 5
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A detector variant: ``changes`` to the config (``image_size``, ``positional``,
-    ``score_rule``)."""
+    ``score_rule``, ``patch_stages``), and ``strides``: patch stages given by their strides,
+    which ``resolve`` turns into the backbone's stage indices."""
 
     name: str
     changes: Mapping[str, Any]
+    strides: tuple[int, ...] = ()
+
+    @property
+    def keys(self) -> set[str]:
+        """The config keys this candidate changes."""
+        return set(self.changes) | ({"patch_stages"} if self.strides else set())
+
+    def resolve(self, encoder: nn.Module) -> Candidate | None:
+        """With ``strides`` as ``patch_stages`` of ``encoder`` (None where it has no stage at
+        one of them); the candidate itself without ``strides``."""
+        if not self.strides:
+            return self
+        stages = stages_at_strides(encoder, self.strides)
+        if stages is None:
+            return None
+        return Candidate(self.name, {**self.changes, "patch_stages": stages})
+
+    def stages(self, settings: DetectorSettings) -> tuple[int, ...]:
+        """The patch stages of a resolved candidate (empty: the settings', the backbone's
+        default where those are empty too)."""
+        return tuple(self.changes.get("patch_stages", settings.patch_stages))
 
     def scoring(self, settings: DetectorSettings) -> Scoring:
         """How this candidate scores a map, with ``settings`` for what it leaves unchanged."""
@@ -79,11 +102,16 @@ class Scoring(NamedTuple):
 # categories whose real defects the top-1% mean finds better at the calibrated threshold
 # (BENCHMARKS.md, "auto's judge"), so the judge would choose it wrongly. The positional
 # standardisation helps aligned parts whose good images vary by region (kolektorsdd) and hurts
-# parts that lie at any angle (screw): research log, "Positional standardisation".
+# parts that lie at any angle (screw): research log, "Positional standardisation". The fine
+# candidate, patch features at stride 4 and 8 on the stride-4 grid, positional, with the max
+# rule, finds thin cracks that stride 16 averages away (kolektorsdd): research log, "Aligned
+# scorers, a stride-4 grid". The max rule comes with it, not judged apart.
+FINE_STRIDES = (4, 8)
 CANDIDATES = (
     Candidate("base", {}),
     Candidate("image size 320", {"image_size": 320}),
     Candidate("positional", {"positional": True}),
+    Candidate("fine, positional, max", {"positional": True, "score_rule": "max"}, FINE_STRIDES),
 )
 
 
@@ -102,7 +130,7 @@ def finds_more(a: Sequence[int], b: Sequence[int]) -> int:
 
 def usable_candidates(free: set[str]) -> list[Candidate]:
     """The candidates that change only keys in ``free`` (those the user did not set)."""
-    return [c for c in CANDIDATES if set(c.changes) <= free]
+    return [c for c in CANDIDATES if c.keys <= free]
 
 
 def judge(
@@ -199,16 +227,21 @@ def choose(
         free: config keys the candidates may change (those the user did not set).
         device: where the encoder runs.
     """
-    usable = usable_candidates(free)
-    by_size: dict[int, list[Candidate]] = {}
+    resolved = (
+        c.resolve(embedder.model.encoder) if c.strides else c for c in usable_candidates(free)
+    )
+    usable = [c for c in resolved if c is not None]  # those the backbone has the stages of
+    by_maps: dict[tuple[int, tuple[int, ...]], list[Candidate]] = {}
     for candidate in usable:
         size = int(candidate.changes.get("image_size", settings.image_size))
-        by_size.setdefault(size, []).append(candidate)
+        by_maps.setdefault((size, candidate.stages(settings)), []).append(candidate)
     judged: dict[str, dict[str, Any]] = {}
-    for size, group in by_size.items():  # one set of maps per input size, read by every scoring
+    for (size, stages), group in by_maps.items():  # one set of maps each, read by every scoring
         started = time.perf_counter()
         scorings = list(dict.fromkeys(c.scoring(settings) for c in group))
-        figures = judge(embedder, decode(size), settings, scorings, device)
+        own = stages != tuple(settings.patch_stages)
+        maker = Embedder(embedder.model, stages or None) if own else embedder
+        figures = judge(maker, decode(size), settings, scorings, device)
         seconds = round((time.perf_counter() - started) / len(group), 1)
         for candidate in group:
             judged[candidate.name] = figures[candidate.scoring(settings)] | {

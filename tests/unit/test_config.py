@@ -107,11 +107,15 @@ def test_default_yaml_lists_every_key_at_its_default() -> None:
     assert load_yaml(CONFIGS / "default.yaml") == TrainConfig().to_dict()
 
 
+# recipe keys whose value is the default's: free for auto's candidates unless the user sets them
+AT_DEFAULT = {"score_rule": "topk_mean", "patch_stages": ()}
+
+
 def test_pretrained_recipe_fills_only_the_keys_left_at_their_defaults() -> None:
     from simclr_ad.config import apply_pretrained_recipe
 
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet"))
-    assert changed == {"epochs": 0, "image_size": 512, "positional": False}  # free for auto
+    assert changed == {"epochs": 0, "image_size": 512, "positional": False} | AT_DEFAULT
     assert (config.epochs, config.image_size, config.score_rule) == (0, 512, "topk_mean")
     config, changed = apply_pretrained_recipe(build_config(weights="imagenet", image_size=384))
     assert config.image_size == 384 and "image_size" not in changed
@@ -126,16 +130,18 @@ def test_keys_given_at_their_default_values_are_kept_as_given(tmp_path: Path) ->
     config = build_config(weights="x.pt", image_size=224)
     assert config.pinned == ("image_size",)
     config, changed = apply_pretrained_recipe(config)
-    assert changed == {"epochs": 0, "positional": False} and config.image_size == 224
+    assert changed == {"epochs": 0, "positional": False} | AT_DEFAULT
+    assert config.image_size == 224
     # a config file that gives them (mvtec5.yaml: image_size 224, epochs 50)
     mvtec5 = build_config(load_yaml(CONFIGS / "mvtec5.yaml"), weights="x.pt")
     config, changed = apply_pretrained_recipe(mvtec5)
-    assert (config.image_size, config.epochs) == (224, 50) and changed == {"positional": False}
+    assert (config.image_size, config.epochs) == (224, 50)
+    assert changed == {"positional": False} | AT_DEFAULT
     # a file that states what it pins (default.yaml, a written config.yaml): just those
     config, changed = apply_pretrained_recipe(
         build_config(load_yaml(CONFIGS / "default.yaml"), weights="x.pt")
     )
-    assert changed == {"epochs": 0, "image_size": 512, "positional": False}
+    assert changed == {"epochs": 0, "image_size": 512, "positional": False} | AT_DEFAULT
     path = tmp_path / "c.yaml"
     path.write_text("pinned: [epochs]\nimage_size: 224\n")
     assert build_config(load_yaml(path)).pinned == ("epochs",)

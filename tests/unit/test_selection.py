@@ -1,6 +1,7 @@
 """auto's choice among candidates: one judging per input size, the paired recall-then-AUROC
 rule."""
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -117,13 +118,68 @@ def test_a_positional_candidate_that_finds_clearly_more_is_chosen(
     assert name == "positional"
 
 
-def test_the_shipped_candidates_leave_the_score_rule_alone() -> None:
-    assert all("score_rule" not in c.changes for c in selection.CANDIDATES)
+def test_only_the_fine_candidate_changes_the_score_rule_and_the_stages() -> None:
+    fine = selection.CANDIDATES[3]
+    assert [c for c in selection.CANDIDATES if {"score_rule", "patch_stages"} & c.keys] == [fine]
+    assert fine.keys == {"positional", "score_rule", "patch_stages"}
     assert [c.name for c in selection.usable_candidates({"epochs"})] == ["base"]
     assert len(selection.usable_candidates({"epochs", "image_size"})) == 2
     assert len(selection.usable_candidates({"epochs", "image_size", "positional"})) == 3
+    every = {"epochs", "image_size", "positional", "score_rule"}
+    assert len(selection.usable_candidates(every)) == 3  # the stages set: no fine candidate
+    assert len(selection.usable_candidates(every | {"patch_stages"})) == 4
     positional = selection.CANDIDATES[2]
     assert positional.scoring(SETTINGS) == Scoring("max", positional=True)  # the base's rule
+    assert fine.scoring(DetectorSettings(image_size=512)) == Scoring("max", positional=True)
+
+
+def _backbone(*strides: int) -> Any:
+    """A model whose encoder has timm's feature_info at ``strides``."""
+    return SimpleNamespace(
+        encoder=SimpleNamespace(feature_info=[{"reduction": s} for s in strides])
+    )
+
+
+def test_a_candidate_with_other_stages_is_judged_on_its_own_maps_and_chosen_resolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[Any, list[Scoring]]] = []
+
+    def judge(embedder, pixels, settings, scorings, device):  # type: ignore[no-untyped-def]
+        calls.append((embedder.stages, list(scorings)))
+        found = first(30 if embedder.stages == (1, 2) else 10)  # clearly more: stride 4 + 8
+        figures = {"synthetic_recall": sum(found) / N, "synthetic_auroc": 0.9, "found": found}
+        return {s: figures for s in scorings}
+
+    monkeypatch.setattr(selection, "judge", judge)
+    monkeypatch.setattr(selection, "Embedder", FakeEmbedder)
+    settings = DetectorSettings(image_size=512)  # top-1% mean, stride 8 + 16
+    free = {"image_size", "positional", "score_rule", "patch_stages"}
+
+    def decode(size: int) -> torch.Tensor:
+        return torch.zeros(2, 3, size, size, dtype=torch.uint8)
+
+    def run(model: Any) -> tuple[Candidate, list[dict[str, Any]]]:
+        calls.clear()
+        return choose(FakeEmbedder(model, ()), decode, settings, free, torch.device("cpu"))  # type: ignore[arg-type]
+
+    best, _ = run(_backbone(2, 4, 8, 16, 32))
+    assert calls == [
+        ((), [Scoring("topk_mean"), Scoring("topk_mean", positional=True)]),
+        ((), [Scoring("topk_mean")]),  # 320 px
+        ((1, 2), [Scoring("max", positional=True)]),  # stride 4 and 8: indices 1 and 2
+    ]
+    assert best.name == "fine, positional, max"
+    assert dict(best.changes) == {"positional": True, "score_rule": "max", "patch_stages": (1, 2)}
+    _, rows = run(_backbone(8, 16, 32))  # no stride-4 stage: no fine candidate
+    assert [r["candidate"] for r in rows] == ["base", "image size 320", "positional"]
+
+
+class FakeEmbedder:
+    """What choose asks of an embedder: its model (whose encoder names the stages) and stages."""
+
+    def __init__(self, model: Any, stages: Any) -> None:
+        self.model, self.stages = model, tuple(stages or ())
 
 
 def test_auto_changes_only_keys_left_free_and_only_without_training() -> None:

@@ -185,22 +185,31 @@ def join_maps(maps: Sequence[Tensor]) -> Tensor:
     return torch.cat(resized, dim=1)
 
 
-def default_patch_stages(encoder: nn.Module) -> tuple[int, ...]:
-    """Indices (into timm's ``feature_info``) of the first stages at stride 8 and 16."""
+def stages_at_strides(encoder: nn.Module, strides: Sequence[int]) -> tuple[int, ...] | None:
+    """Indices (into timm's ``feature_info``) of the first stage at each stride, or None where
+    the backbone has no stage at one of them."""
     info = list(encoder.feature_info)  # type: ignore[arg-type]
     stages = []
-    for stride in (8, 16):
+    for stride in strides:
         match = next((i for i, f in enumerate(info) if f["reduction"] == stride), None)
-        if match is not None:
-            stages.append(match)
-    if len(stages) != 2:
+        if match is None:
+            return None
+        stages.append(match)
+    return tuple(stages)
+
+
+def default_patch_stages(encoder: nn.Module) -> tuple[int, ...]:
+    """Indices (into timm's ``feature_info``) of the first stages at stride 8 and 16."""
+    stages = stages_at_strides(encoder, (8, 16))
+    if stages is None:
+        info = list(encoder.feature_info)  # type: ignore[arg-type]
         listing = ", ".join(
             f"{i}: {f['module']} (stride {f['reduction']})" for i, f in enumerate(info)
         )
         raise UserError(
             f"cannot choose patch stages automatically; set patch_stages from: {listing}"
         )
-    return tuple(stages)
+    return stages
 
 
 def resolve_patch_stages(encoder: nn.Module, stages: Sequence[int] | None) -> tuple[int, ...]:
