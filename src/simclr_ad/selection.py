@@ -1,15 +1,15 @@
 """``auto``: a test-free choice among a few detector candidates, from good images only.
 
 A user has no labelled defects, so each candidate is judged on what a user has: good training
-images and synthetic defects made from them. Per category and input size, a detector is fitted
-on up to ``SELECTION_IMAGES`` good images, each scored leave-one-out for the calibrated
-threshold (``detector``); up to ``DEFECT_BASES`` of those images get one synthetic defect each,
-the families of ``data.defects`` taking turns (CutPaste and scars, Li et al. 2021, and the
-small ones: specks, scratches, misplaced patches, on the part), scored by the bank less the
-base image's own patches. Candidates that differ only in how a map is scored (the score rule,
-the positional standardisation) read the same maps. A candidate's *synthetic recall* is the
-share of the defects at or above its threshold: what F1 at the calibrated threshold turns on.
-A candidate replaces the base (or the best so far) when it finds clearly more of the same
+images and synthetic defects made from them. Per category, input size and patch stages, a
+detector is fitted on up to ``SELECTION_IMAGES`` good images, each scored leave-one-out for the
+calibrated threshold (``detector``); up to ``DEFECT_BASES`` of those images get one synthetic
+defect each, the families of ``data.defects`` taking turns (CutPaste and scars, Li et al. 2021,
+and the small ones: specks, scratches, misplaced patches, on the part), scored by the bank less
+the base image's own patches. Candidates that differ only in how a map is scored (the score
+rule, the positional standardisation) read the same maps. A candidate's *synthetic recall* is
+the share of the defects at or above its threshold: what F1 at the calibrated threshold turns
+on. A candidate replaces the base (or the best so far) when it finds clearly more of the same
 defects (McNemar's test, ``finds_more``); where the difference is within chance, when its
 synthetic AUROC is higher; else the earlier candidate stays.
 
